@@ -1,0 +1,28 @@
+"""Similarity between embeddings (the verification protocol builds on these)."""
+from mxnet import nd
+
+__all__ = ["l2_normalize", "cosine_similarity", "squared_l2_distance"]
+
+
+def l2_normalize(x, eps=1e-12):
+    """Scale each row of ``x`` (N, D) to unit L2 norm."""
+    return x / nd.sqrt(nd.sum(x * x, axis=1, keepdims=True) + eps)
+
+
+def cosine_similarity(a, b):
+    """Cosine similarity matrix between rows of ``a`` (N, D) and ``b`` (M, D).
+
+    Returns an (N, M) NDArray with values in [-1, 1].
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"expected (N, D) and (M, D) arrays, got {a.shape} and {b.shape}")
+    return nd.dot(l2_normalize(a), l2_normalize(b), transpose_b=True)
+
+
+def squared_l2_distance(a, b):
+    """Squared Euclidean distance (N, M) between L2-normalised rows.
+
+    For unit vectors ``||u - v||^2 = 2 - 2 cos(u, v)``, so it lies in [0, 4];
+    this is the distance the verification protocol thresholds.
+    """
+    return nd.clip(2 - 2 * cosine_similarity(a, b), 0, 4)

@@ -1,0 +1,20 @@
+"""Training helpers.
+
+Reused rather than rewritten (imported on first use):
+
+=================  ==============================================
+``LRScheduler``    ``gluoncv.utils.LRScheduler`` (warm-up, step, cosine, poly)
+``LRSequential``   ``gluoncv.utils.LRSequential`` (chain schedules)
+``split_and_load`` ``mxnet.gluon.utils.split_and_load``
+=================  ==============================================
+"""
+from mxnet.gluon.utils import split_and_load
+
+from ..utils.lazy import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {
+    "LRScheduler": ("gluoncv.utils", "LRScheduler", "gluoncv==0.10.5.post0"),
+    "LRSequential": ("gluoncv.utils", "LRSequential", "gluoncv==0.10.5.post0"),
+})
+
+__all__ = ["split_and_load", "LRScheduler", "LRSequential"]
