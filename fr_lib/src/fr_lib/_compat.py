@@ -40,7 +40,11 @@ def _pip(*requirements):
 def _version_tuple(text):
     parts = []
     for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
+        digits = ""
+        for c in piece:
+            if not c.isdigit():
+                break
+            digits += c
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
 
@@ -68,26 +72,30 @@ def check_numpy(np=None):
     return np
 
 
+def _distutils_available():
+    if importlib.util.find_spec("distutils") is not None:
+        return True
+    try:  # setuptools provides distutils once imported
+        importlib.import_module("setuptools")
+    except ImportError:
+        return False
+    return importlib.util.find_spec("distutils") is not None
+
+
 def check_distutils():
     """MXNet imports ``distutils``, gone from the standard library since 3.12.
 
     setuptools provides it (through its ``distutils-precedence.pth`` hook, or
     explicitly once ``setuptools`` is imported).
     """
-    if importlib.util.find_spec("distutils") is not None:
-        return
-    try:
-        importlib.import_module("setuptools")
-    except ImportError as err:
-        raise CompatibilityError(
-            f"MXNet {MXNET_VERSION} imports 'distutils', which Python "
-            f"{sys.version_info.major}.{sys.version_info.minor} no longer ships "
-            "and setuptools is not installed to provide it.\n"
-            f"Fix: {_pip('setuptools')}") from err
-    if importlib.util.find_spec("distutils") is None:
-        raise CompatibilityError(
-            "setuptools is installed but does not provide 'distutils'.\n"
-            f"Fix: {_pip('setuptools<81')}")
+    if not _distutils_available():
+        raise CompatibilityError(_DISTUTILS_PROBLEM + f"\nFix: {_pip('setuptools')}")
+
+
+_DISTUTILS_PROBLEM = (
+    f"MXNet {MXNET_VERSION} imports 'distutils', which Python "
+    f"{sys.version_info.major}.{sys.version_info.minor} no longer ships, and "
+    "setuptools (which provides it) is not installed.")
 
 
 def _installed_mxnet_distribution():
@@ -141,14 +149,20 @@ def import_mxnet():
     """
     if "mxnet" not in sys.modules:
         check_numpy()
-        check_distutils()
-        dist, version = _installed_mxnet_distribution()
+        problems, fixes = [], []
         if importlib.util.find_spec("mxnet") is None:
+            problems.append(f"fr_lib needs MXNet {MXNET_VERSION}, which is not "
+                            "installed.")
+            fixes.append("mxnet==" + MXNET_VERSION)
+        if not _distutils_available():
+            problems.append(_DISTUTILS_PROBLEM)
+            fixes.append("setuptools")
+        if problems:
             raise CompatibilityError(
-                f"fr_lib needs MXNet {MXNET_VERSION}, which is not installed.\n"
-                f"Fix (CPU): {_pip('mxnet==' + MXNET_VERSION)}\n"
+                "\n".join(problems) + f"\nFix (CPU): {_pip(*fixes)}\n"
                 "For a GPU, `python -m fr_install --dry-run` prints the "
                 "matching mxnet-cu117 command and its CUDA 11 libraries.")
+        dist, version = _installed_mxnet_distribution()
         if dist is not None and dist.startswith("mxnet-cu"):
             _preload_cuda_libraries()
     else:

@@ -1,0 +1,142 @@
+"""Keep the book's notebooks consistent.
+
+    python scripts/sync_notebooks.py          # rewrite: set-up cell, no outputs
+    python scripts/sync_notebooks.py --check  # report problems, exit 1 if any
+
+Every notebook's first code cell is generated from ``_config.yml`` (the
+repository URL is set there only): on Colab it installs fr_lib and the MXNet
+build that fits the attached GPU, elsewhere it does nothing; then it reads the
+quick-mode switch ``FR_QUICK``. Notebooks are committed without outputs.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = "# 本书每节的第一个代码单元"
+
+SETUP_CELL = """\
+# 本书每节的第一个代码单元：在 Colab 上安装 fr_lib 和合适的 MXNet
+# （装好后自动重启运行时），在已装好 fr_lib 的机器上什么也不做；
+# 然后读取快速模式开关 FR_QUICK（见“安装”一章）。
+import importlib.util, os, sys
+REPO = '{url}'
+if 'google.colab' in sys.modules and not importlib.util.find_spec('fr_lib'):
+    !pip install -q "git+{{REPO}}.git#subdirectory=fr_lib"
+    !python -m fr_install --colab
+    print('安装完成，运行时将重启；重启后请再从头运行本节。')
+    os.kill(os.getpid(), 9)
+from fr_lib.utils import quick_mode
+QUICK = quick_mode()
+QUICK"""
+
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python",
+              "name": "python3"}
+
+
+def read_config_url(root=ROOT):
+    """The repository URL from ``_config.yml`` (``repository: url:``)."""
+    in_repo = False
+    with open(os.path.join(root, "_config.yml"), encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("repository:"):
+                in_repo = True
+            elif in_repo and line.strip().startswith("url:"):
+                return line.split("url:", 1)[1].strip().strip("'\"")
+            elif line.strip() and not line.startswith((" ", "#")):
+                in_repo = False
+    raise SystemExit("_config.yml has no repository: url: setting")
+
+
+def setup_cell_source(root=ROOT):
+    return SETUP_CELL.format(url=read_config_url(root))
+
+
+def toc_files(root=ROOT):
+    """Paths (without suffix) listed in ``_toc.yml``, in order."""
+    files = []
+    with open(os.path.join(root, "_toc.yml"), encoding="utf-8") as f:
+        for line in f:
+            text = line.split("#", 1)[0].strip()
+            for key in ("root:", "- file:", "file:"):
+                if text.startswith(key):
+                    files.append(text[len(key):].strip())
+                    break
+    return files
+
+
+def book_notebooks(root=ROOT):
+    """Every ``.ipynb`` under ``book/`` (relative paths, sorted)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(root, "book")):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
+        found += [os.path.relpath(os.path.join(dirpath, n), root)
+                  for n in filenames if n.endswith(".ipynb")]
+    return sorted(found)
+
+
+def _source(cell):
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def problems(path, nb, expected_setup):
+    """What is wrong with one notebook (an empty list when nothing is)."""
+    found = []
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    if not code or _source(code[0]) != expected_setup:
+        found.append(f"{path}: first code cell is not the generated set-up cell")
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") == "code" and (cell.get("outputs")
+                                                 or cell.get("execution_count")):
+            found.append(f"{path}: cell {i} has outputs or an execution count")
+    return found
+
+
+def sync(path, nb, expected_setup):
+    code = [c for c in nb["cells"] if c.get("cell_type") == "code"]
+    if code and _source(code[0]).startswith(MARKER):
+        code[0]["source"] = expected_setup
+    else:
+        first_code = next((i for i, c in enumerate(nb["cells"])
+                           if c.get("cell_type") == "code"), len(nb["cells"]))
+        nb["cells"].insert(first_code, {"cell_type": "code", "metadata": {},
+                                        "source": expected_setup, "outputs": [],
+                                        "execution_count": None})
+    for cell in nb["cells"]:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+            cell.setdefault("metadata", {})
+    nb.setdefault("metadata", {})["kernelspec"] = KERNELSPEC
+    nb["metadata"].setdefault("language_info", {"name": "python"})
+    return nb
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    expected = setup_cell_source()
+    errors = []
+    for path in book_notebooks():
+        full = os.path.join(ROOT, path)
+        with open(full, encoding="utf-8") as f:
+            nb = json.load(f)
+        if args.check:
+            errors += problems(path, nb, expected)
+            continue
+        text = json.dumps(sync(path, nb, expected), ensure_ascii=False, indent=1) + "\n"
+        tmp = full + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, full)
+        print(f"synced {path}")
+    for error in errors:
+        print(error)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Registries: every entry builds, names are case-insensitive, errors list names."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+import fr_lib
+from fr_lib.utils import Registry
+
+
+def test_every_model_builds_and_runs():
+    assert fr_lib.get_model_list(), "model registry is empty"
+    for name in fr_lib.get_model_list():
+        net = fr_lib.get_model(name)
+        net.initialize()
+        shape = (2, 1, 28, 28) if name.startswith("lenet") else (2, 3, 112, 112)
+        out = net(mx.nd.random.uniform(shape=shape))
+        assert out.shape[0] == 2 and np.isfinite(out.asnumpy()).all(), name
+
+
+def test_every_loss_builds_and_runs():
+    assert fr_lib.get_loss_list(), "loss registry is empty"
+    for name in fr_lib.get_loss_list():
+        loss = fr_lib.get_loss(name)
+        value = loss(mx.nd.array([[2.0, 0.5, -1.0]]), mx.nd.array([0]))
+        assert np.isfinite(value.asnumpy()).all(), name
+
+
+def test_softmax_loss_matches_hand_calculation():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    labels = np.array([0, 2])
+    expected = [np.log(np.exp(logits[0]).sum()) - 2.0, np.log(3.0)]
+    got = fr_lib.get_loss("softmax")(mx.nd.array(logits, dtype="float64"),
+                                     mx.nd.array(labels, dtype="float64"))
+    np.testing.assert_allclose(got.asnumpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("getter, kind", [(fr_lib.get_model, "model"),
+                                          (fr_lib.get_loss, "loss")])
+def test_unknown_name_lists_valid_names(getter, kind):
+    with pytest.raises(ValueError) as info:
+        getter("no-such-thing")
+    message = str(info.value)
+    assert f"unknown {kind} 'no-such-thing'" in message
+    names = fr_lib.get_model_list() if kind == "model" else fr_lib.get_loss_list()
+    for name in names:
+        assert name in message
+
+
+def test_names_are_case_insensitive():
+    assert type(fr_lib.get_model("LeNetPP")) is type(fr_lib.get_model("lenetpp"))
+    assert type(fr_lib.get_loss("SoftMax")) is type(fr_lib.get_loss("softmax"))
+
+
+def test_registry_rejects_duplicates_and_non_strings():
+    reg = Registry("thing")
+    reg.register("a")(dict)
+    reg.register("A")(dict)  # same object again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(list)
+    with pytest.raises(TypeError):
+        reg.lookup(3)
+    assert reg.names() == ["a"] and "A" in reg and len(reg) == 1
+
+
+def test_empty_registry_error_is_readable():
+    with pytest.raises(ValueError, match=r"Valid names: \(none registered\)"):
+        Registry("thing").create("x")
