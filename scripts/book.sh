@@ -9,7 +9,7 @@ export FR_QUICK=${FR_QUICK:-1}
 VENV=${FR_VENV:-.venv}
 export MPLBACKEND=Agg
 echo "[book] building with FR_QUICK=$FR_QUICK (every notebook is executed)"
-"$VENV/bin/jupyter-book" build . --keep-going
+"$VENV/bin/jupyter-book" build . -W --keep-going
 if ls _build/html/reports/*.log >/dev/null 2>&1; then
   echo "[book] ERROR: notebooks failed, see _build/html/reports/" >&2
   exit 1

@@ -104,11 +104,19 @@ def sync(path, nb, expected_setup):
         nb["cells"].insert(first_code, {"cell_type": "code", "metadata": {},
                                         "source": expected_setup, "outputs": [],
                                         "execution_count": None})
-    for cell in nb["cells"]:
+    used = {c.get("id") for c in nb["cells"]}
+    for i, cell in enumerate(nb["cells"]):
         if cell.get("cell_type") == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
-            cell.setdefault("metadata", {})
+        cell.setdefault("metadata", {})
+        if not cell.get("id"):  # nbformat 4.5 requires unique cell ids
+            n = i
+            while f"cell-{n}" in used:
+                n += 1000
+            cell["id"] = f"cell-{n}"
+            used.add(cell["id"])
+    nb["nbformat"], nb["nbformat_minor"] = 4, max(5, nb.get("nbformat_minor", 5))
     nb.setdefault("metadata", {})["kernelspec"] = KERNELSPEC
     nb["metadata"].setdefault("language_info", {"name": "python"})
     return nb

@@ -2,11 +2,11 @@
 
 Reused rather than rewritten (imported on first use):
 
-=================  ==============================================
-``LRScheduler``    ``gluoncv.utils.LRScheduler`` (warm-up, step, cosine, poly)
-``LRSequential``   ``gluoncv.utils.LRSequential`` (chain schedules)
-``split_and_load`` ``mxnet.gluon.utils.split_and_load``
-=================  ==============================================
+==================  ============================================================
+``LRScheduler``     ``gluoncv.utils.LRScheduler`` (warm-up, step, cosine, poly)
+``LRSequential``    ``gluoncv.utils.LRSequential`` (chain schedules)
+``split_and_load``  ``mxnet.gluon.utils.split_and_load``
+==================  ============================================================
 """
 from mxnet.gluon.utils import split_and_load
 
