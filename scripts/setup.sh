@@ -14,7 +14,10 @@ log() { echo "[setup] $*"; }
 
 # --- system packages: a CJK font (figures and HTML), Chromium (HTML test) ---
 apt_pkgs=()
+# Noto CJK for the HTML; WenQuanYi Micro Hei for matplotlib (it reads only the
+# first, Japanese, face of Noto's .ttc collection).
 fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || apt_pkgs+=(fonts-noto-cjk fontconfig)
+fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || apt_pkgs+=(fonts-wqy-microhei)
 if (( want_browser )); then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)

@@ -74,6 +74,8 @@ def plan(caps, python_version=None, colab=False):
         # d2l 1.0.3 pins exact old releases that have no wheels for 3.12+.
         commands.append(pip + ["--no-deps", "d2l==1.0.3"])
     if usable:
+        # mxnet and mxnet-cu117 install the same module: remove the CPU build.
+        commands.append([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "mxnet"])
         commands.append(pip + base + [f"mxnet-cu117=={MXNET}"] + CUDA11_LIBS)
         notes.append(f"installing mxnet-cu117 for {len(usable)} supported GPU(s)")
     else:
@@ -81,7 +83,9 @@ def plan(caps, python_version=None, colab=False):
         if not caps:
             notes.append("no NVIDIA GPU found: installing the CPU build")
     if colab:
-        commands.append(["apt-get", "install", "-y", "-qq", "fonts-noto-cjk"])
+        commands.append(["apt-get", "update", "-qq"])
+        commands.append(["apt-get", "install", "-y", "-qq", "fonts-wqy-microhei",
+                         "fonts-noto-cjk"])
     return commands, notes
 
 

@@ -4,10 +4,12 @@ import os
 
 __all__ = ["CJK_FONTS", "use_chinese_font", "find_cjk_font_files"]
 
-# Families tried in order; the first one installed is used.
-CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC",
-             "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS"]
+# Families tried in order; the first one installed is used. Simplified-Chinese
+# fonts come first: matplotlib reads only the first face of a .ttc collection,
+# which for Debian's Noto CJK file is the Japanese one (JP glyph shapes).
+CJK_FONTS = ["Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
+             "WenQuanYi Zen Hei", "SimHei", "Microsoft YaHei", "PingFang SC",
+             "Heiti SC", "Noto Sans CJK JP", "Arial Unicode MS"]
 
 _FONT_DIRS = ["/usr/share/fonts", "/usr/local/share/fonts",
               os.path.expanduser("~/.fonts"), os.path.expanduser("~/.local/share/fonts")]
@@ -50,7 +52,7 @@ def use_chinese_font():
     if family is None:
         import warnings
         warnings.warn("no Chinese font found for matplotlib; install one, e.g. "
-                      "`apt-get install fonts-noto-cjk`", RuntimeWarning, stacklevel=2)
+                      "`apt-get install fonts-wqy-microhei fonts-noto-cjk`", RuntimeWarning, stacklevel=2)
         return None
     sans = [family] + [f for f in matplotlib.rcParams["font.sans-serif"] if f != family]
     matplotlib.rcParams["font.sans-serif"] = sans
