@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh "$@"
 export FR_QUICK=${FR_QUICK:-1}
 VENV=${FR_VENV:-.venv}
-export MPLBACKEND=Agg
 echo "[book] building with FR_QUICK=$FR_QUICK (every notebook is executed)"
-"$VENV/bin/jupyter-book" build . -W --keep-going
+rm -rf _build/html _build/jupyter_execute
+"$VENV/bin/jupyter-book" build . --all -W --keep-going
 if ls _build/html/reports/*.log >/dev/null 2>&1; then
   echo "[book] ERROR: notebooks failed, see _build/html/reports/" >&2
   exit 1
