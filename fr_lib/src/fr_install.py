@@ -68,7 +68,10 @@ def plan(caps, python_version=None, colab=False):
                          f"MXNet {MXNET} (its GPU wheels cover 5.0-8.6, no PTX); "
                          "using the CPU build")
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    base = [numpy_pin(python_version), "setuptools"]
+    # GluonCV and OpenCV pinned with NumPy so pip cannot pull NumPy 2 back in
+    # (opencv-python >= 4.12 requires NumPy 2).
+    base = [numpy_pin(python_version), "setuptools", "gluoncv==0.10.5.post0",
+            "opencv-python==4.11.0.86"]
     commands = []
     if (python_version or sys.version_info)[:2] >= (3, 12):
         # d2l 1.0.3 pins exact old releases that have no wheels for 3.12+.

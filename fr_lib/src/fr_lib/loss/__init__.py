@@ -7,7 +7,9 @@ from mxnet import gluon
 
 from ..utils.registry import Registry
 
-__all__ = ["get_loss", "get_loss_list", "register_loss", "LOSSES"]
+__all__ = ["get_loss", "get_loss_list", "register_loss", "LOSSES",
+           "NormFaceLoss", "CosFaceLoss", "ArcFaceLoss", "CombinedMarginLoss",
+           "SphereFaceLoss"]
 
 LOSSES = Registry("loss")
 register_loss = LOSSES.register
@@ -31,3 +33,8 @@ def get_loss(name, **kwargs):
 def get_loss_list():
     """Names accepted by :func:`get_loss`, sorted."""
     return LOSSES.names()
+
+
+# Imported last: the module registers its losses through register_loss above.
+from .margin import (NormFaceLoss, CosFaceLoss, ArcFaceLoss,  # noqa: E402
+                     CombinedMarginLoss, SphereFaceLoss)
