@@ -16,8 +16,8 @@ log() { echo "[setup] $*"; }
 apt_pkgs=()
 # Noto CJK for the HTML; WenQuanYi Micro Hei for matplotlib (it reads only the
 # first, Japanese, face of Noto's .ttc collection).
-fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || apt_pkgs+=(fonts-noto-cjk fontconfig)
-fc-list 2>/dev/null | grep -qi "WenQuanYi Micro Hei" || apt_pkgs+=(fonts-wqy-microhei)
+fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || apt_pkgs+=(fonts-noto-cjk fontconfig)
+fc-list 2>/dev/null | grep -i "WenQuanYi Micro Hei" >/dev/null || apt_pkgs+=(fonts-wqy-microhei)
 if (( want_browser )); then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
