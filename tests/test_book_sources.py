@@ -67,6 +67,7 @@ def test_notebook_follows_the_style(path):
         "a section starts with a MyST label and its title"
     text = "\n".join(sync._source(c) for c in cells if c["cell_type"] == "markdown")
     assert "## 小结" in text and "## 练习" in text
+    assert "完整设置" in text, "say what the full setting is beside the quick one"
     assert "您" not in text
     for i, cell in enumerate(cells[1:], 1):
         if cell["cell_type"] != "code":
