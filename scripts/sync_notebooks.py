@@ -35,18 +35,18 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python",
               "name": "python3"}
 
 
+def _load_yaml(root, name):
+    import yaml  # PyYAML comes with jupyter-book
+    with open(os.path.join(root, name), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 def read_config_url(root=ROOT):
     """The repository URL from ``_config.yml`` (``repository: url:``)."""
-    in_repo = False
-    with open(os.path.join(root, "_config.yml"), encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("repository:"):
-                in_repo = True
-            elif in_repo and line.strip().startswith("url:"):
-                return line.split("url:", 1)[1].strip().strip("'\"")
-            elif line.strip() and not line.startswith((" ", "#")):
-                in_repo = False
-    raise SystemExit("_config.yml has no repository: url: setting")
+    url = (_load_yaml(root, "_config.yml").get("repository") or {}).get("url")
+    if not url:
+        raise SystemExit("_config.yml has no repository: url: setting")
+    return url
 
 
 def setup_cell_source(root=ROOT):
@@ -56,13 +56,17 @@ def setup_cell_source(root=ROOT):
 def toc_files(root=ROOT):
     """Paths (without suffix) listed in ``_toc.yml``, in order."""
     files = []
-    with open(os.path.join(root, "_toc.yml"), encoding="utf-8") as f:
-        for line in f:
-            text = line.split("#", 1)[0].strip()
-            for key in ("root:", "- file:", "file:"):
-                if text.startswith(key):
-                    files.append(text[len(key):].strip())
-                    break
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    files.append(node[key])
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []):
+                    walk(child)
+
+    walk(_load_yaml(root, "_toc.yml"))
     return files
 
 

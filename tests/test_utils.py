@@ -80,3 +80,11 @@ def test_installer_dry_run_cli():
     assert out.returncode == 0, out.stderr
     assert "cannot run MXNet 1.9.1" in out.stdout
     assert "$ " in out.stdout and "mxnet==1.9.1" in out.stdout
+
+
+def test_installer_and_compat_agree_on_numpy():
+    # fr_install cannot import fr_lib (it runs before MXNet works), so it keeps
+    # its own copy of the pin; the two must not drift apart.
+    from fr_lib import _compat
+    for version in [(3, 10), (3, 11), (3, 12), (3, 13)]:
+        assert fr_install.numpy_pin(version) == "numpy==" + _compat.numpy_pin(version)

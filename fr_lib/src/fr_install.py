@@ -27,6 +27,8 @@ MIN_CC, MAX_CC = (5, 0), (8, 9)
 
 
 def numpy_pin(version=None):
+    # Same pin as fr_lib._compat.numpy_pin (a test keeps them equal); this
+    # module cannot import fr_lib, which needs MXNet to import.
     major, minor = (version or sys.version_info)[:2]
     return "numpy==1.23.5" if (major, minor) <= (3, 11) else "numpy==1.26.4"
 

@@ -11,8 +11,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["CompatibilityError", "import_mxnet", "numpy_pin", "check_numpy",
-           "check_distutils"]
+__all__ = ["CompatibilityError", "import_mxnet", "numpy_pin", "check_numpy"]
 
 MXNET_VERSION = "1.9.1"
 
@@ -73,6 +72,8 @@ def check_numpy(np=None):
 
 
 def _distutils_available():
+    """MXNet imports ``distutils``, gone from the standard library since 3.12;
+    setuptools provides it (its ``.pth`` hook, or once it is imported)."""
     if importlib.util.find_spec("distutils") is not None:
         return True
     try:  # setuptools provides distutils once imported
@@ -80,16 +81,6 @@ def _distutils_available():
     except ImportError:
         return False
     return importlib.util.find_spec("distutils") is not None
-
-
-def check_distutils():
-    """MXNet imports ``distutils``, gone from the standard library since 3.12.
-
-    setuptools provides it (through its ``distutils-precedence.pth`` hook, or
-    explicitly once ``setuptools`` is imported).
-    """
-    if not _distutils_available():
-        raise CompatibilityError(_DISTUTILS_PROBLEM + f"\nFix: {_pip('setuptools')}")
 
 
 _DISTUTILS_PROBLEM = (

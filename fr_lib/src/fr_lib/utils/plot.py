@@ -41,7 +41,6 @@ def use_chinese_font():
     """
     import matplotlib
     from matplotlib import font_manager
-    known = {f.name for f in font_manager.fontManager.ttflist}
     for path in find_cjk_font_files():
         try:
             font_manager.fontManager.addfont(path)
