@@ -1,7 +1,12 @@
-"""Face data: where it lives on disk and how faces are aligned."""
-from .root import DATA_ROOT_ENV, get_data_root
-from .align import (ARCFACE_TEMPLATE, LANDMARK_NAMES, estimate_similarity,
-                    apply_transform, align_face)
+"""Face data: where it lives on disk, how faces are aligned, how records,
+verification pairs and MNIST are read, and how batches are sampled."""
+from . import root, align, mnist, sampler, recordio, binfile
+from .root import *  # noqa: F401,F403
+from .align import *  # noqa: F401,F403
+from .mnist import *  # noqa: F401,F403
+from .sampler import *  # noqa: F401,F403
+from .recordio import *  # noqa: F401,F403
+from .binfile import *  # noqa: F401,F403
 
-__all__ = ["DATA_ROOT_ENV", "get_data_root", "ARCFACE_TEMPLATE",
-           "LANDMARK_NAMES", "estimate_similarity", "apply_transform", "align_face"]
+__all__ = (root.__all__ + align.__all__ + mnist.__all__ + sampler.__all__
+           + recordio.__all__ + binfile.__all__)

@@ -7,9 +7,7 @@ from mxnet import gluon
 
 from ..utils.registry import Registry
 
-__all__ = ["get_loss", "get_loss_list", "register_loss", "LOSSES",
-           "NormFaceLoss", "CosFaceLoss", "ArcFaceLoss", "CombinedMarginLoss",
-           "SphereFaceLoss"]
+__all__ = ["get_loss", "get_loss_list", "register_loss", "LOSSES"]
 
 LOSSES = Registry("loss")
 register_loss = LOSSES.register
@@ -35,6 +33,11 @@ def get_loss_list():
     return LOSSES.names()
 
 
-# Imported last: the module registers its losses through register_loss above.
-from .margin import (NormFaceLoss, CosFaceLoss, ArcFaceLoss,  # noqa: E402
-                     CombinedMarginLoss, SphereFaceLoss)
+# Imported last: the modules register their losses through register_loss above.
+from . import margin, advanced, metric, regularizer  # noqa: E402
+from .margin import *  # noqa: E402,F401,F403
+from .advanced import *  # noqa: E402,F401,F403
+from .metric import *  # noqa: E402,F401,F403
+from .regularizer import *  # noqa: E402,F401,F403
+
+__all__ += margin.__all__ + advanced.__all__ + metric.__all__ + regularizer.__all__

@@ -9,9 +9,10 @@ MODELS = Registry("model")
 register_model = MODELS.register
 
 from .lenet import LeNetPlusPlus, lenetpp  # noqa: E402
+from .head import NormDense  # noqa: E402
 
 __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
-           "LeNetPlusPlus", "lenetpp"]
+           "LeNetPlusPlus", "lenetpp", "NormDense"]
 
 
 def get_model(name, **kwargs):

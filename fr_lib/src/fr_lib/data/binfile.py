@@ -1,0 +1,3 @@
+"""Verification pair files (``<name>.bin``): reading and writing."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""InsightFace-layout and plain RecordIO training sets: reading, checking, writing."""
+
+__all__ = []
