@@ -91,3 +91,21 @@ def test_import_works_and_mxnet_computes():
 def fr_lib_version():
     import fr_lib
     return fr_lib.__version__
+
+
+def test_default_threads_one_per_core_unless_set():
+    import subprocess
+    import sys
+    code = "import os, fr_lib; print(os.environ['OMP_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()[-1]
+    assert out == str(len(os.sched_getaffinity(0)))
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()[-1]
+    assert out == "1"
+    from fr_lib._compat import set_default_threads
+    fake = {}
+    assert set_default_threads(fake) == fake["OMP_NUM_THREADS"]
+    assert set_default_threads({"OMP_NUM_THREADS": "3"}) == "3"

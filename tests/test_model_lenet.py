@@ -7,11 +7,11 @@ from fr_lib.model_zoo import LeNetPlusPlus, get_model
 
 
 def expected_params(embedding_size):
-    # 5x5 convolutions 1->32->32, 32->64->64, 64->128->128 (+bias), one PReLU
-    # slope each, 28 -> 14 -> 7 -> 3 after the pools, then FC 128*3*3 -> E.
+    # 5x5 convolutions 1->32->32, 32->64->64, 64->128->128 (+bias), PReLU
+    # slopes per channel, 28 -> 14 -> 7 -> 3 after the pools, then FC 128*3*3 -> E.
     chans = [1, 32, 32, 64, 64, 128, 128]
     convs = sum(cin * cout * 25 + cout for cin, cout in zip(chans, chans[1:]))
-    return convs + 6 + 128 * 3 * 3 * embedding_size + embedding_size
+    return convs + sum(chans[1:]) + 128 * 3 * 3 * embedding_size + embedding_size
 
 
 @pytest.mark.parametrize("embedding_size", [2, 3, 64])
@@ -37,3 +37,25 @@ def test_hybridized_equals_imperative():
 def test_bad_embedding_size():
     with pytest.raises(ValueError, match="embedding_size"):
         LeNetPlusPlus(embedding_size=0)
+
+
+def test_narrow_batchnorm_variant_and_prelu_choice():
+    net = get_model("lenetpp", embedding_size=3, channels=(8, 16, 32), batch_norm=True)
+    net.initialize()
+    assert net(mx.nd.zeros((2, 1, 28, 28))).shape == (2, 3)
+    chans = [1, 8, 8, 16, 16, 32, 32]
+    convs = sum(cin * cout * 25 + cout for cin, cout in zip(chans, chans[1:]))
+    bn = 4 * sum(chans[1:])          # gamma, beta, running mean and var
+    count = sum(p.data().size for p in net.collect_params().values())
+    assert count == convs + bn + sum(chans[1:]) + 32 * 3 * 3 * 3 + 3
+    # the fast PReLU and gluon's give the same function for the same weights
+    fast, slow = LeNetPlusPlus(fast_prelu=True), LeNetPlusPlus(fast_prelu=False)
+    fast.initialize(mx.init.Xavier())
+    slow.initialize()
+    x = mx.nd.random.normal(shape=(2, 1, 28, 28))
+    fast(x), slow(x)  # finish deferred initialisation
+    for pf, ps in zip(fast.collect_params().values(), slow.collect_params().values()):
+        ps.set_data(pf.data())
+    np.testing.assert_allclose(fast(x).asnumpy(), slow(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        LeNetPlusPlus(channels=(8, 16))

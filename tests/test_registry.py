@@ -7,14 +7,15 @@ import fr_lib
 from fr_lib.utils import Registry
 
 
-def test_every_model_builds_and_runs():
-    assert fr_lib.get_model_list(), "model registry is empty"
-    for name in fr_lib.get_model_list():
-        net = fr_lib.get_model(name)
-        net.initialize()
-        shape = (2, 1, 28, 28) if name.startswith("lenet") else (2, 3, 112, 112)
-        out = net(mx.nd.random.uniform(shape=shape))
-        assert out.shape[0] == 2 and np.isfinite(out.asnumpy()).all(), name
+@pytest.mark.parametrize("name", fr_lib.get_model_list())
+def test_every_model_builds(name):
+    # Building and shape inference only: tests/test_model_zoo.py runs every
+    # model forward, so the registry test stays cheap.
+    net = fr_lib.get_model(name)
+    net.initialize()
+    shape = (2, 1, 28, 28) if name.startswith("lenet") else (2, 3, 112, 112)
+    _, out_shapes, _ = net(mx.sym.var("data")).infer_shape(data=shape)
+    assert len(out_shapes) == 1 and out_shapes[0][0] == 2 and len(out_shapes[0]) == 2, name
 
 
 # How each family is called: cosine-matrix losses take (cos, label), losses

@@ -11,7 +11,8 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["CompatibilityError", "import_mxnet", "numpy_pin", "check_numpy"]
+__all__ = ["CompatibilityError", "import_mxnet", "numpy_pin", "check_numpy",
+           "set_default_threads"]
 
 MXNET_VERSION = "1.9.1"
 
@@ -129,6 +130,30 @@ def _preload_cuda_libraries():
     return loaded
 
 
+def set_default_threads(environ=None):
+    """Use one OpenMP thread per usable core unless the user chose a number.
+
+    MXNet 1.9 starts half as many OpenMP threads as there are cores; on a
+    2-core machine a LeNet++ training step then ran 1.7x and a GEMM 1.15x
+    slower (benchmarks/bench_threads.py). The variable is read when MXNet
+    loads, so this runs before ``import mxnet``; an ``OMP_NUM_THREADS``
+    already set (by you, a launcher or a notebook) is left alone.
+
+    Returns
+    -------
+    str
+        The value of ``OMP_NUM_THREADS`` now in effect.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get("OMP_NUM_THREADS"):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows
+            cores = os.cpu_count() or 1
+        environ["OMP_NUM_THREADS"] = str(cores)
+    return environ["OMP_NUM_THREADS"]
+
+
 def import_mxnet():
     """Import MXNet after the compatibility fixes; return the module.
 
@@ -156,6 +181,7 @@ def import_mxnet():
         dist, version = _installed_mxnet_distribution()
         if dist is not None and dist.startswith("mxnet-cu"):
             _preload_cuda_libraries()
+        set_default_threads()
     else:
         check_numpy(sys.modules.get("numpy"))
     try:

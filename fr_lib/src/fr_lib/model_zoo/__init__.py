@@ -10,9 +10,23 @@ register_model = MODELS.register
 
 from .lenet import LeNetPlusPlus, lenetpp  # noqa: E402
 from .head import NormDense  # noqa: E402
+from .layers import PReLU, SEBlock, make_prelu  # noqa: E402
+from .mobilefacenet import MobileFaceNet, mobilefacenet, mobilefacenet_512  # noqa: E402
+from .iresnet import (IResNet, IRBlock, EmbeddingHead, iresnet18, iresnet34,  # noqa: E402
+                      iresnet50, iresnet100, iresnet200)
+from .seresnet import se_lresnet18e, se_lresnet50e, se_lresnet101e  # noqa: E402
+from .attention import AttentionNet, attention_net56, attention_net92  # noqa: E402
+from .flops import count_params, count_flops, model_table, ModelRow  # noqa: E402
 
 __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
-           "LeNetPlusPlus", "lenetpp", "NormDense"]
+           "LeNetPlusPlus", "lenetpp", "NormDense",
+           "PReLU", "SEBlock", "make_prelu",
+           "MobileFaceNet", "mobilefacenet", "mobilefacenet_512",
+           "IResNet", "IRBlock", "EmbeddingHead", "iresnet18", "iresnet34",
+           "iresnet50", "iresnet100", "iresnet200",
+           "se_lresnet18e", "se_lresnet50e", "se_lresnet101e",
+           "AttentionNet", "attention_net56", "attention_net92",
+           "count_params", "count_flops", "model_table", "ModelRow"]
 
 
 def get_model(name, **kwargs):

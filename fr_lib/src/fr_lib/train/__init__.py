@@ -11,10 +11,12 @@ Reused rather than rewritten (imported on first use):
 from mxnet.gluon.utils import split_and_load
 
 from ..utils.lazy import lazy_exports
+from . import features
+from .features import *  # noqa: F401,F403
 
 __getattr__ = lazy_exports(__name__, {
     "LRScheduler": ("gluoncv.utils", "LRScheduler", "gluoncv==0.10.5.post0"),
     "LRSequential": ("gluoncv.utils", "LRSequential", "gluoncv==0.10.5.post0"),
 })
 
-__all__ = ["split_and_load", "LRScheduler", "LRSequential"]
+__all__ = ["split_and_load", "LRScheduler", "LRSequential"] + features.__all__

