@@ -1,6 +1,6 @@
 """Face data: where it lives on disk, how faces are aligned, how records,
 verification pairs and MNIST are read, and how batches are sampled."""
-from . import root, align, mnist, sampler, recordio, binfile, transforms
+from . import root, align, mnist, sampler, recordio, binfile, transforms, synthetic, tools
 from .root import *  # noqa: F401,F403
 from .align import *  # noqa: F401,F403
 from .mnist import *  # noqa: F401,F403
@@ -8,6 +8,8 @@ from .sampler import *  # noqa: F401,F403
 from .recordio import *  # noqa: F401,F403
 from .binfile import *  # noqa: F401,F403
 from .transforms import *  # noqa: F401,F403
+from .synthetic import *  # noqa: F401,F403
 
 __all__ = (root.__all__ + align.__all__ + mnist.__all__ + sampler.__all__
-           + recordio.__all__ + binfile.__all__ + transforms.__all__)
+           + recordio.__all__ + binfile.__all__ + transforms.__all__
+           + synthetic.__all__)
