@@ -228,15 +228,29 @@ def test_write_bin_errors_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="image 1: expected bytes or a uint8"):
         write_bin(path, [png(images(1)[0]), "text"], [True])
 
-    def crash_midway(obj, f, protocol=None):  # half the file, then a crash
-        f.write(pickle.dumps(obj, protocol=protocol)[:20])
-        raise RuntimeError("power cut")
     import fr_lib.data.binfile as binfile
-    monkeypatch.setattr(binfile.pickle, "dump", crash_midway)
+    import fr_lib.utils.fileio as fileio
+
+    def fail_to_pickle(obj, protocol=None):
+        raise RuntimeError("cannot pickle")
+    with monkeypatch.context() as m:
+        m.setattr(binfile.pickle, "dumps", fail_to_pickle)
+        with pytest.raises(RuntimeError, match="cannot pickle"):
+            write_bin(path, [b"x", b"y"], [False])
+    assert open(path, "rb").read() == before
+
+    def power_cut(fd):  # the new bytes are in the temporary file, then a crash
+        raise RuntimeError("power cut")
+    monkeypatch.setattr(fileio.os, "fsync", power_cut)
     with pytest.raises(RuntimeError, match="power cut"):
         write_bin(path, [b"x", b"y"], [False])
+    monkeypatch.undo()
     assert open(path, "rb").read() == before
     assert os.listdir(str(tmp_path)) == ["keep.bin"]
+    # permissions follow the umask like an ordinary open(), not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 # -- the pixel convention (transforms) --------------------------------------------

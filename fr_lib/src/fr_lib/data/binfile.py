@@ -21,11 +21,11 @@ few globals a ``.bin`` file needs (numpy arrays, ``bytes``) and refuses others.
 import io
 import os
 import pickle
-import tempfile
 
 import numpy as np
 import mxnet as mx
 
+from ..utils.fileio import atomic_write_bytes
 from .transforms import decode_image, encode_jpeg, flip_batch, normalize_batch
 
 __all__ = ["VerificationSet", "read_bin", "write_bin"]
@@ -288,18 +288,4 @@ def write_bin(path, images_or_jpeg_bytes, issame, protocol=pickle.DEFAULT_PROTOC
         else:
             raise TypeError(f"image {i}: expected bytes or a uint8 (H, W, 3) "
                             f"array, got {type(img).__name__}")
-    path = os.path.abspath(os.path.expanduser(path))
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump((bins, issame), f, protocol=protocol)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, pickle.dumps((bins, issame), protocol=protocol))

@@ -35,6 +35,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import gluon
 
+from ..utils.fileio import atomic_write_bytes, fsync_dir
 from .transforms import (decode_image, decode_image_bgr, encode_jpeg,
                          _normalize_bgr_into)
 
@@ -270,36 +271,6 @@ def iter_records(rec_path):
         rec.close()
 
 
-def _atomic_write_bytes(path, data):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(d)
-
-
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def rebuild_index(rec_path, idx_path=None, keys="auto"):
     """Scan ``rec_path`` sequentially and write a new ``.idx`` atomically.
 
@@ -347,7 +318,7 @@ def rebuild_index(rec_path, idx_path=None, keys="auto"):
         keys = "position"
     names = ids if keys != "position" else range(len(offsets))
     text = "".join(f"{k}\t{o}\n" for k, o in zip(names, offsets))
-    _atomic_write_bytes(idx_path, text.encode("ascii"))
+    atomic_write_bytes(idx_path, text.encode("ascii"))
     return idx_path
 
 
@@ -367,7 +338,7 @@ def read_property(path):
 
 def write_property(path, num_classes, height, width):
     """Write a ``property`` file atomically (``num_classes,height,width``)."""
-    _atomic_write_bytes(path, f"{int(num_classes)},{int(height)},{int(width)}\n"
+    atomic_write_bytes(path, f"{int(num_classes)},{int(height)},{int(width)}\n"
                         .encode("ascii"))
 
 
@@ -1136,13 +1107,13 @@ def write_face_rec(out_dir, items, layout="insightface", shuffle_seed=None,
         info = _write_into(tmp, items, layout, shuffle_seed, image_size,
                            num_classes, quality, verify, progress)
         if new_dir:
-            _fsync_dir(work)
+            fsync_dir(work)
             os.rename(work, out_dir)
             work = None
         else:
             for k in ("idx", "property", "rec"):  # .rec last: it marks completion
                 os.replace(tmp[k], os.path.join(out_dir, names[k]))
-            _fsync_dir(out_dir)
+            fsync_dir(out_dir)
     finally:
         if work is not None and os.path.isdir(work):
             for name in os.listdir(work):

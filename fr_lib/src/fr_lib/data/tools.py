@@ -6,10 +6,10 @@ so a notebook can call the same code. Worker functions live here (a module
 that child processes can import) rather than in the scripts.
 """
 import os
-import tempfile
 
 import numpy as np
 
+from ..utils.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from .transforms import decode_image, encode_jpeg
 
 __all__ = ["IMAGE_EXTENSIONS", "default_workers", "atomic_write_text",
@@ -41,34 +41,6 @@ def default_workers():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = os.path.abspath(os.path.expanduser(path))
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=d)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; honour the umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _is_image_name(name, extensions=IMAGE_EXTENSIONS):
