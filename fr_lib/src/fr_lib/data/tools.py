@@ -523,7 +523,7 @@ def pair_sheet(vset, pairs=8, columns=2, size=112, gap=2):
 def check_dataset(folder, expect_identities=EMORE_IDENTITIES,
                   expect_images=EMORE_IMAGES, expect_bins=None, required_bins=None,
                   full=False, image_size=(112, 112), progress=False):
-    """Check a training folder (``train.rec``, ``train.idx``, ``property``, ``.bin``s).
+    """Check a training folder (``train.rec``, ``train.idx``, ``property``, ``.bin`` files).
 
     Parameters
     ----------

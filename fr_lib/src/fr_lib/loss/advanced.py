@@ -113,9 +113,21 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
     eps : float, default 1e-7
         cos θ is clamped to [-1+eps, 1-eps] before arccos.
 
-    Inputs: ``cos`` (batch, num_classes * k), ``label`` (batch,) with ids in
-    ``[0, num_classes)``; output: loss (batch,). An imperative call raises
-    :class:`ValueError` when the column count is not divisible by ``k``.
+    Inputs
+    ------
+    cos : (batch, num_classes * k)
+        Cosines to every sub-centre, the ``k`` of a class side by side.
+    label : (batch,)
+        Class ids in ``[0, num_classes)``.
+
+    Outputs
+    -------
+    loss : (batch,)
+
+    Raises
+    ------
+    ValueError
+        On an imperative call whose column count is not divisible by ``k``.
     """
 
     def __init__(self, s=64.0, m=0.5, k=3, easy_margin=False, eps=1e-7, **kwargs):
@@ -280,9 +292,18 @@ class MagFaceLoss(_MarginSoftmaxLoss):
     eps : float, default 1e-7
         cos θ is clamped to [-1+eps, 1-eps] before arccos.
 
-    Inputs: ``cos`` (batch, num_classes), ``label`` (batch,), ``norm``
-    (batch,) the norms of the embeddings before normalisation (e.g.
-    ``mx.nd.norm(z, axis=1)``); output: loss (batch,). No state.
+    Inputs
+    ------
+    cos : (batch, num_classes)
+    label : (batch,)
+    norm : (batch,)
+        The norms of the embeddings before normalisation, e.g.
+        ``mx.nd.norm(z, axis=1)``.
+
+    Outputs
+    -------
+    loss : (batch,)
+        No state is kept between calls.
     """
 
     def __init__(self, s=64.0, l_a=10.0, u_a=110.0, l_m=0.45, u_m=0.8,
@@ -506,8 +527,15 @@ class CircleLoss(_MarginSoftmaxLoss):
     eps : float, default 1e-7
         Unused (no arccos), accepted for a uniform interface.
 
-    Inputs: ``cos`` (batch, num_classes), ``label`` (batch,); output: loss
-    (batch,). No state.
+    Inputs
+    ------
+    cos : (batch, num_classes)
+    label : (batch,)
+
+    Outputs
+    -------
+    loss : (batch,)
+        No state is kept between calls.
     """
 
     def __init__(self, gamma=256.0, m=0.25, eps=1e-7, **kwargs):

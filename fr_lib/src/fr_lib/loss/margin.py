@@ -145,8 +145,15 @@ class NormFaceLoss(_MarginSoftmaxLoss):
     eps : float, default 1e-7
         Unused here (no arccos), accepted for a uniform interface.
 
-    Inputs: ``cos`` (batch, num_classes), ``label`` (batch,); output: loss
-    (batch,). See the module docstring for the convention.
+    Inputs
+    ------
+    cos : (batch, num_classes)
+        See the module docstring for the convention.
+    label : (batch,)
+
+    Outputs
+    -------
+    loss : (batch,)
     """
 
     def __init__(self, s=30.0, eps=1e-7, **kwargs):

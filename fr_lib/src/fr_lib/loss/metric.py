@@ -132,7 +132,10 @@ class ContrastiveLoss(HybridBlock):
     same : (batch,) or (batch, 1)
         1 for a genuine pair, 0 for an impostor pair.
 
-    Output: the loss of each pair, shape ``(batch,)``; average it yourself.
+    Outputs
+    -------
+    loss : (batch,)
+        The loss of each pair; average it yourself.
     """
 
     def __init__(self, margin=1.0, normalize=False, eps=1e-12, **kwargs):
@@ -195,7 +198,10 @@ class ContrastiveBatchLoss(HybridBlock):
     embeddings : (batch, dim)
     labels : (batch,) or (batch, 1)
 
-    Output: the averaged loss, shape ``(1,)``; 0 for a batch of one sample.
+    Outputs
+    -------
+    loss : (1,)
+        The averaged loss; 0 for a batch of one sample.
     """
 
     def __init__(self, margin=1.0, normalize=False, balanced=False, eps=1e-12, **kwargs):
@@ -241,8 +247,10 @@ class TripletLoss(HybridBlock):
     Anchors without any positive or without any negative in the batch form
     no triplet and are left out.
 
-    Mining (which triplets the batch contributes)
-    ----------------------------------------------
+    Mining
+    ------
+    Which triplets the batch contributes:
+
     ``'all'`` (batch all)
         Every valid triplet ``(a, p, n)`` of the batch: ``n_pos·n_neg`` per
         anchor. Memory O(batch^3).
@@ -298,8 +306,12 @@ class TripletLoss(HybridBlock):
     embeddings : (batch, dim)
     labels : (batch,) or (batch, 1)
 
-    Output: the loss, shape ``(1,)``; with ``return_fraction=True`` the
-    tuple ``(loss, fraction)``.
+    Outputs
+    -------
+    loss : (1,)
+    fraction : (1,)
+        Only with ``return_fraction=True``: the output is then the tuple
+        ``(loss, fraction)``.
     """
 
     def __init__(self, margin=0.2, mining="all", average=None, squared=True,

@@ -197,9 +197,16 @@ class L2SoftmaxLoss(_EmbeddingLoss):
     weight_initializer, bias_initializer
         Passed to the internal :class:`mxnet.gluon.nn.Dense` (``fc``).
 
-    Inputs: ``embeddings`` (batch, dim), ``label`` (batch,); output: loss
-    (batch,). Call ``initialize()`` first; :meth:`logits` gives the class
-    scores for accuracy.
+    Inputs
+    ------
+    embeddings : (batch, dim)
+    label : (batch,)
+
+    Outputs
+    -------
+    loss : (batch,)
+        Call ``initialize()`` first; :meth:`logits` gives the class scores
+        for accuracy.
     """
 
     def __init__(self, num_classes, alpha=None, in_units=0, use_bias=True, eps=1e-10,
@@ -302,8 +309,15 @@ class CenterLoss(_EmbeddingLoss):
         Initial centres (zeros: every centre starts at the origin and is
         pulled to its class from the first steps on).
 
-    Inputs: ``embeddings`` (batch, dim), ``label`` (batch,); output: loss
-    (batch,). Call ``initialize()`` first.
+    Inputs
+    ------
+    embeddings : (batch, dim)
+    label : (batch,)
+
+    Outputs
+    -------
+    loss : (batch,)
+        Call ``initialize()`` first.
     """
 
     def __init__(self, num_classes, in_units=0, update="gradient", alpha=0.5,
@@ -392,10 +406,17 @@ class RingLoss(HybridBlock):
     eps : float, default 1e-12
         Added to ``||x||^2`` so a zero feature has a finite gradient.
 
-    Inputs: ``embeddings`` (batch, dim); ``label`` is optional and ignored,
-    so ``ring(x, y)`` and ``ring(x)`` both work; output: loss (batch,).
-    R is the Parameter ``radius`` of shape (1,): call ``initialize()`` first
-    and train it with the Trainer.
+    Inputs
+    ------
+    embeddings : (batch, dim)
+    label : optional
+        Ignored, so ``ring(x, y)`` and ``ring(x)`` both work.
+
+    Outputs
+    -------
+    loss : (batch,)
+        R is the Parameter ``radius`` of shape (1,): call ``initialize()``
+        first and train it with the Trainer.
     """
 
     def __init__(self, radius=1.0, eps=1e-12, **kwargs):
@@ -499,8 +520,15 @@ class LGMLoss(_EmbeddingLoss):
     means_initializer : str or Initializer, default Xavier()
         Initial class means (Parameter ``means``, shape (num_classes, dim)).
 
-    Inputs: ``embeddings`` (batch, dim), ``label`` (batch,); output: loss
-    (batch,). Call ``initialize()`` first.
+    Inputs
+    ------
+    embeddings : (batch, dim)
+    label : (batch,)
+
+    Outputs
+    -------
+    loss : (batch,)
+        Call ``initialize()`` first.
     """
 
     def __init__(self, num_classes, in_units=0, alpha=0.1, lambda_lkd=0.01,
