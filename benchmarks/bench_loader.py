@@ -8,7 +8,8 @@ alternating between the loaders every round:
 - ``mx.io.ImageRecordIter`` with ``preprocess_threads`` 1 and 2 (the baseline);
 - (reference) the per-sample Gluon path: ``FaceRecordDataset`` + transform +
   ``gluon.data.DataLoader``, one epoch only;
-- a slot for NVIDIA DALI's MXNet reader (to be filled by the DALI work).
+- NVIDIA DALI's CPU pipeline (``fr_lib.data.DaliFaceIter``, DALI 1.35 MXNet
+  reader, decoding in DALI's own threads), when DALI is installed.
 
 Every loader does the same work: read, decode, random mirror, (x - 127.5)/128
 into float32 NCHW batches of 128, shuffled. Figures are the median over rounds.
@@ -95,12 +96,22 @@ def epoch_gluon_per_sample(ds):
     return n / (time.perf_counter() - t)
 
 
-def epoch_dali(rec, idx):
-    """Slot for the DALI reader (nvidia-dali-cuda120 1.35, MXNet plugin).
+def make_dali_iter(ds, threads):
+    """DALI CPU pipeline over the same rec (None when DALI is not installed)."""
+    from fr_lib.data.dali import DaliFaceIter, dali_available
+    if not dali_available():
+        return None
+    return DaliFaceIter(ds, batch_size=BATCH, shuffle=True, rand_mirror=True,
+                        seed=1, device="cpu", num_threads=threads)
 
-    Return images/s for the same work, or None while it is not written.
-    """
-    return None
+
+def epoch_dali(it):
+    n = 0
+    t = time.perf_counter()
+    for data, label in it:
+        data.wait_to_read()
+        n += data.shape[0]
+    return n / (time.perf_counter() - t)
 
 
 def main(argv=None):
@@ -125,6 +136,12 @@ def main(argv=None):
             "mx.io.ImageRecordIter, 1 thread": lambda: epoch_mx(mx_iters[1]),
             "mx.io.ImageRecordIter, 2 threads": lambda: epoch_mx(mx_iters[2]),
         }
+        dali_iters = {k: make_dali_iter(ds, k) for k in (1, 2)}
+        if dali_iters[1] is not None:
+            runs["DALI CPU pipeline, 1 thread"] = \
+                lambda: epoch_dali(dali_iters[1])
+            runs["DALI CPU pipeline, 2 threads"] = \
+                lambda: epoch_dali(dali_iters[2])
         for fn in runs.values():  # warm the page cache and the pools
             fn()
         results = {k: [] for k in runs}
@@ -134,11 +151,10 @@ def main(argv=None):
         med = {k: statistics.median(v) for k, v in results.items()}
         med["gluon per-sample DataLoader (reference, 1 epoch)"] = \
             epoch_gluon_per_sample(ds)
-        dali = epoch_dali(info["rec"], info["idx"])
         for name, v in med.items():
             print(f"{name:50s} {v:8.0f} img/s")
-        print(f"{'DALI (slot, not implemented here)':50s} "
-              + (f"{dali:8.0f} img/s" if dali else "       -"))
+        if dali_iters[1] is None:
+            print(f"{'DALI CPU pipeline (not installed)':50s}        -")
         base1 = med["mx.io.ImageRecordIter, 1 thread"]
         base2 = med["mx.io.ImageRecordIter, 2 threads"]
         print("ratios (goal >= 0.8):")
@@ -148,6 +164,12 @@ def main(argv=None):
               f"{med['fr_lib FaceRecordIter, 2 workers'] / base2:.2f}")
         print(f"  per-sample / ImageRecordIter 1 thread: "
               f"{med['gluon per-sample DataLoader (reference, 1 epoch)'] / base1:.2f}")
+        if dali_iters[1] is not None:
+            print("ratios (goal >= 1.5):")
+            print(f"  DALI CPU 1 thread / ImageRecordIter 1 thread  : "
+                  f"{med['DALI CPU pipeline, 1 thread'] / base1:.2f}")
+            print(f"  DALI CPU 2 threads / ImageRecordIter 2 threads: "
+                  f"{med['DALI CPU pipeline, 2 threads'] / base2:.2f}")
     return 0
 
 

@@ -13,3 +13,8 @@ from .synthetic import *  # noqa: F401,F403
 __all__ = (root.__all__ + align.__all__ + mnist.__all__ + sampler.__all__
            + recordio.__all__ + binfile.__all__ + transforms.__all__
            + synthetic.__all__)
+# DALI itself is imported only when a DaliFaceIter is built (optional dependency).
+from . import dali  # noqa: E402
+from .dali import *  # noqa: F401,F403,E402
+
+__all__ = __all__ + dali.__all__

@@ -1,0 +1,329 @@
+"""Batches from a RecordIO training set through NVIDIA DALI's MXNet reader.
+
+DALI (``nvidia-dali-cuda120==1.35.0``, the last release with the MXNet plugin,
+Python 3.8-3.12) reads a ``.rec`` with ``fn.readers.mxnet``, decodes the JPEGs
+on the GPU (``device='mixed'``) or in its own CPU thread pool, and mirrors and
+normalises the images with ``fn.crop_mirror_normalize``. Its CPU pipelines run
+without any GPU. :class:`DaliFaceIter` gives the same batches as
+:class:`~fr_lib.data.FaceRecordIter`: float32 NCHW RGB with
+``(x - 127.5) / 128`` and float32 class ids.
+
+Facts about DALI's reader that this module works around:
+
+- It decodes **every** record listed in the ``.idx``. InsightFace's header
+  record (key 0) and identity records have empty images; handed to the decoder
+  they stop the pipeline with an error about an unknown image format. So the
+  reader is given an index of the image records only
+  (:func:`write_dali_index`), never InsightFace's own ``train.idx``.
+- It ignores the keys and the order of the ``.idx`` lines: it sorts the byte
+  offsets, and a record's size is the distance to the next listed offset (its
+  parser reads only the first record of that span, so leaving records out of
+  the index is safe).
+- ``random_shuffle`` draws from a buffer of ``initial_fill`` samples read in
+  file order, so on a rec grouped by identity a batch sees only nearby
+  identities. For a full shuffle, write a shuffled plain rec
+  (``write_face_rec(..., layout='plain', shuffle_seed=0)``).
+- Shard ``i`` of ``n`` is the contiguous slice
+  ``[size*i//n, size*(i+1)//n)`` of the records in file order.
+
+DALI is imported only when an iterator is built, so ``fr_lib`` imports
+without it.
+"""
+import os
+import tempfile
+import zlib
+
+import numpy as np
+import mxnet as mx
+
+from ..utils.fileio import atomic_write_bytes
+from .transforms import PIXEL_MEAN, PIXEL_SCALE
+
+__all__ = ["DALI_PIP", "dali_available", "write_dali_index", "DaliFaceIter"]
+
+DALI_PIP = 'pip install "nvidia-dali-cuda120==1.35.0"'
+"""The command that installs the DALI release this module is written for."""
+
+_READER = "Reader"
+
+
+def _import_dali():
+    """(nvidia.dali, DALIGluonIterator, LastBatchPolicy) or a clear ImportError."""
+    try:
+        import nvidia.dali as dali
+        from nvidia.dali.plugin.mxnet import DALIGluonIterator, LastBatchPolicy
+    except ImportError as err:
+        raise ImportError(
+            "fr_lib.data.DaliFaceIter needs NVIDIA DALI with its MXNet plugin, "
+            "which ends with release 1.35.0 (Python 3.8 to 3.12; its CPU "
+            f"pipelines need no GPU). Install it with: {DALI_PIP}  "
+            f"(import failed: {err})") from err
+    return dali, DALIGluonIterator, LastBatchPolicy
+
+
+def dali_available():
+    """``True`` when NVIDIA DALI and its MXNet plugin can be imported.
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        _import_dali()
+    except ImportError:
+        return False
+    return True
+
+
+def _dataset(dataset_or_path, check=True):
+    from .recordio import FaceRecordDataset
+    if isinstance(dataset_or_path, FaceRecordDataset):
+        return dataset_or_path
+    return FaceRecordDataset(dataset_or_path, check=check)
+
+
+def _index_text(dataset):
+    return "".join(f"{k}\t{o}\n" for k, o in
+                   zip(dataset.keys.tolist(), dataset._offsets.tolist()))
+
+
+def _default_index_path(rec_path):
+    return os.path.splitext(rec_path)[0] + ".dali.idx"
+
+
+def _fallback_index_path(rec_path):
+    tag = zlib.crc32(os.path.abspath(rec_path).encode("utf-8"))
+    name = os.path.splitext(os.path.basename(rec_path))[0]
+    return os.path.join(tempfile.gettempdir(), "fr_lib_dali",
+                        f"{name}-{tag:08x}.dali.idx")
+
+
+def write_dali_index(dataset, idx_path=None, check=True):
+    """Write an index of the image records only, for DALI's reader.
+
+    InsightFace's header record and identity records (and records left out
+    with ``skip_bad=True``) are not listed, so DALI never decodes an empty
+    payload. The file is written atomically, and only when its content would
+    change.
+
+    Parameters
+    ----------
+    dataset : FaceRecordDataset or str
+        The dataset, or a directory / ``.rec`` path opened as
+        ``FaceRecordDataset(path, check=check)``.
+    idx_path : str or None
+        Where to write; default: ``<stem>.dali.idx`` next to the ``.rec``
+        (``train.dali.idx``), or a file under the temporary directory when
+        that folder is read-only.
+    check : bool or 'full'
+        Passed to :class:`~fr_lib.data.FaceRecordDataset` when a path is
+        given: ``True`` reads every image header and refuses empty or
+        non-image payloads.
+
+    Returns
+    -------
+    str
+        The path of the index.
+    """
+    ds = _dataset(dataset, check)
+    if not len(ds):
+        raise ValueError(f"{ds.rec_path}: no image records to index")
+    text = _index_text(ds).encode("ascii")
+    candidates = [idx_path] if idx_path else \
+        [_default_index_path(ds.rec_path), _fallback_index_path(ds.rec_path)]
+    for i, path in enumerate(candidates):
+        try:
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    if f.read() == text:
+                        return path
+            return atomic_write_bytes(path, text)
+        except OSError:
+            if i == len(candidates) - 1:
+                raise
+    return None  # not reached
+
+
+def _resolve_device(device, device_id):
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    if device == "cpu":
+        return device
+    from ..utils.device import list_gpus
+    usable = mx.gpu(device_id) in list_gpus()
+    if device == "gpu" and not usable:
+        raise ValueError(f"device='gpu' yields NDArrays on mx.gpu({device_id}), "
+                         "but MXNet cannot compute there (CPU build, no GPU, or "
+                         "a GPU its kernels do not support); use device='cpu'")
+    return "gpu" if usable else "cpu"
+
+
+def _shard_range(size, shard_id, num_shards):
+    """DALI's shard ``[start, stop)`` (``start_index`` in its loader)."""
+    return size * shard_id // num_shards, size * (shard_id + 1) // num_shards
+
+
+class DaliFaceIter:
+    """Face batches decoded, mirrored and normalised by an NVIDIA DALI pipeline.
+
+    Yields what :class:`~fr_lib.data.FaceRecordIter` yields, through DALI's
+    MXNet plugin (``DALIGluonIterator``): the reader reads the image records
+    listed by :func:`write_dali_index`, the decoder gives RGB, and
+    ``crop_mirror_normalize`` computes ``(x - 127.5) / 128`` (exact in float32)
+    into CHW, mirroring where a coin flip says so.
+
+    Parameters
+    ----------
+    dataset : FaceRecordDataset or str
+        The dataset, or a directory / ``.rec`` path (InsightFace or plain
+        layout).
+    batch_size : int
+    shard_id, num_shards : int
+        Read shard ``shard_id`` of ``num_shards`` (one per worker or device):
+        contiguous, disjoint slices of the records in file order that
+        together cover every image once.
+    shuffle : bool
+        Shuffle within DALI's buffer of ``shuffle_buffer`` samples (see the
+        module notes: a shuffled plain rec gives a full shuffle).
+    rand_mirror : bool
+        Mirror each image left-right with probability 1/2.
+    seed : int or None
+        Pipeline seed (shuffle and mirror coins); ``None`` lets DALI choose.
+    device : {'auto', 'cpu', 'gpu'}
+        ``'gpu'`` decodes with nvJPEG (``device='mixed'``), normalises on the
+        GPU and yields data on ``mx.gpu(device_id)`` (needs a GPU build of
+        MXNet); ``'cpu'`` does everything in DALI's CPU threads; ``'auto'``
+        picks ``'gpu'`` when both DALI and MXNet see a GPU.
+    num_threads : int or None
+        DALI's CPU worker threads; default ``min(4, os.cpu_count())``.
+    device_id : int
+        The GPU for ``device='gpu'``.
+    last_batch : {'keep', 'discard'}
+        Keep a final incomplete batch or drop it.
+    shuffle_buffer : int
+        Samples DALI holds to shuffle from (``initial_fill``).
+    prefetch_queue_depth : int
+        Batches DALI prepares ahead.
+    index_path : str or None
+        A ready DALI index (image records only); default: written by
+        :func:`write_dali_index` next to the ``.rec``.
+    check : bool or 'full'
+        Passed to :class:`~fr_lib.data.FaceRecordDataset` when ``dataset`` is
+        a path (``False`` trusts the files: fast on millions of images).
+
+    Attributes
+    ----------
+    dataset : FaceRecordDataset
+    index_path : str
+    device : str
+        ``'cpu'`` or ``'gpu'``, as resolved.
+    shard_size : int
+        Images in this shard (one epoch).
+
+    Yields
+    ------
+    data : NDArray
+        ``(B, 3, H, W)`` float32.
+    label : NDArray
+        ``(B,)`` float32 class ids.
+
+    Raises
+    ------
+    ImportError
+        When DALI or its MXNet plugin is missing; the message names
+        ``DALI_PIP``.
+
+    Notes
+    -----
+    DALI cannot restart an epoch half-way: a loop that stops early continues
+    where it stopped on the next ``for``. The rec's images must all have the
+    same size (``crop_mirror_normalize`` does not resize).
+    """
+
+    def __init__(self, dataset, batch_size=128, shard_id=0, num_shards=1,
+                 shuffle=False, rand_mirror=False, seed=None, device="auto",
+                 num_threads=None, device_id=0, last_batch="keep",
+                 shuffle_buffer=4096, prefetch_queue_depth=2, index_path=None,
+                 check=True):
+        dali, gluon_iter, policy = _import_dali()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= shard_id < num_shards:
+            raise ValueError(f"need 0 <= shard_id < num_shards, got shard_id="
+                             f"{shard_id}, num_shards={num_shards}")
+        if last_batch not in ("keep", "discard"):
+            raise ValueError(f"last_batch must be 'keep' or 'discard', got "
+                             f"{last_batch!r}")
+        self.dataset = _dataset(dataset, check)
+        self.index_path = index_path or write_dali_index(self.dataset)
+        self.device = _resolve_device(device, device_id)
+        self.batch_size = int(batch_size)
+        self.shard_id, self.num_shards = int(shard_id), int(num_shards)
+        lo, hi = _shard_range(len(self.dataset), self.shard_id, self.num_shards)
+        self.shard_size = hi - lo
+        if self.shard_size == 0:
+            raise ValueError(f"shard {shard_id} of {num_shards} is empty: the "
+                             f"set has only {len(self.dataset)} images")
+        self.last_batch = last_batch
+        threads = num_threads or min(4, os.cpu_count() or 1)
+        self._pipe = self._build(dali, shuffle, rand_mirror, seed, threads,
+                                 device_id, shuffle_buffer, prefetch_queue_depth)
+        lbp = policy.PARTIAL if last_batch == "keep" else policy.DROP
+        try:  # the plugin runs the pipeline once to learn the output shapes
+            self._iter = gluon_iter([self._pipe], reader_name=_READER,
+                                    last_batch_policy=lbp, auto_reset=True)
+        except RuntimeError as err:
+            why = " ".join(ln.strip() for ln in str(err).splitlines()[:3])
+            raise RuntimeError(
+                f"DALI failed on the first batch of {self.dataset.rec_path} "
+                f"read through {self.index_path} ({why}). An index that "
+                "lists InsightFace's header or identity records makes DALI "
+                "decode empty images; write one of the image records only "
+                "with fr_lib.data.write_dali_index") from err
+
+    def _build(self, dali, shuffle, rand_mirror, seed, threads, device_id,
+               shuffle_buffer, depth):
+        fn, types = dali.fn, dali.types
+        gpu = self.device == "gpu"
+        pipe = dali.Pipeline(batch_size=self.batch_size, num_threads=threads,
+                             device_id=device_id if gpu else None,
+                             seed=-1 if seed is None else int(seed),
+                             prefetch_queue_depth=depth)
+        with pipe:
+            jpegs, labels = fn.readers.mxnet(
+                path=[self.dataset.rec_path], index_path=[self.index_path],
+                shard_id=self.shard_id, num_shards=self.num_shards,
+                random_shuffle=bool(shuffle), initial_fill=int(shuffle_buffer),
+                pad_last_batch=True, stick_to_shard=True, name=_READER)
+            images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu",
+                                       output_type=types.RGB)
+            mirror = fn.random.coin_flip(probability=0.5) if rand_mirror else 0
+            images = fn.crop_mirror_normalize(
+                images, dtype=types.FLOAT, output_layout="CHW",
+                mean=[PIXEL_MEAN] * 3, std=[1.0 / PIXEL_SCALE] * 3,
+                mirror=mirror)
+            # A class id, or an array label whose element 0 is the class id.
+            labels = fn.cast(labels[0], dtype=types.FLOAT)
+            pipe.set_outputs(images, labels)
+        pipe.build()
+        return pipe
+
+    def __len__(self):
+        n = self.shard_size
+        return n // self.batch_size if self.last_batch == "discard" else \
+            -(-n // self.batch_size)
+
+    def __iter__(self):
+        for batch in self._iter:
+            data, label = batch[0]
+            yield data, label
+
+    def close(self):
+        """Release the DALI pipeline and its threads."""
+        self._iter = None
+        self._pipe = None
+
+    def __repr__(self):
+        return (f"DaliFaceIter({self.dataset.rec_path!r}, device={self.device!r}, "
+                f"batch_size={self.batch_size}, shard {self.shard_id} of "
+                f"{self.num_shards}: {self.shard_size} images)")
