@@ -1,0 +1,85 @@
+"""YAML recipes and the fr-train command line (fr_lib.recipes)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fr_lib import recipes
+
+
+def test_every_shipped_recipe_resolves_in_both_modes():
+    names = recipes.list_recipes()
+    assert {"quick-synthetic", "emore-mobilefacenet-arcface",
+            "emore-iresnet50-arcface", "emore-iresnet100-arcface"} <= set(names)
+    for name in names:
+        for quick in (False, True):
+            r = recipes.load_recipe(name, quick=quick)
+            assert r["train"]["backbone"] and r["train"]["max_iters"] > 0
+            assert r.get("published"), f"{name}: say what it should reproduce"
+
+
+def test_published_setting_of_the_gluonface_recipe():
+    r = recipes.load_recipe("emore-mobilefacenet-arcface", quick=False)["train"]
+    # gluon-face's script: 8 GPUs, batch 1760, lr 0.35, 86k iterations with a
+    # 35k softmax warm-up, ArcFace s=64 m=0.5, 128-d
+    assert (r["num_gpus"], r["batch_size"], r["lr"], r["max_iters"],
+            r["loss_warmup_iters"]) == (8, 1760, 0.35, 86000, 35000)
+    assert r["loss_kwargs"] == {"s": 64.0, "m": 0.5}
+    assert r["backbone_kwargs"]["embedding_size"] == 128
+    quick = recipes.load_recipe("emore-mobilefacenet-arcface", quick=True)["train"]
+    assert quick["max_iters"] < 100 and quick["backbone"] == "mobilefacenet"
+
+
+def test_overrides_are_parsed_as_yaml():
+    r = recipes.load_recipe("quick-synthetic", quick=False,
+                            overrides=["train.lr=0.05", "train.lr_steps=[10, 20]",
+                                       "train.backbone_kwargs.embedding_size=32",
+                                       "synthetic.difficulty=0.7"])
+    assert r["train"]["lr"] == 0.05 and r["train"]["lr_steps"] == [10, 20]
+    assert r["train"]["backbone_kwargs"] == {"width": [16, 32, 64], "embedding_size": 32}
+    assert r["synthetic"]["difficulty"] == 0.7
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("train.lr", "expected section.key=value"),
+    ("lr=0.1", "must start with one of"),
+    ("model.lr=0.1", "must start with one of"),
+])
+def test_bad_override(bad, message):
+    with pytest.raises(ValueError, match=message):
+        recipes.load_recipe("quick-synthetic", overrides=[bad])
+
+
+def test_unknown_training_option_names_the_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"r\.yaml.*learning_rate"):
+        recipes.load_recipe(str(p))
+    p.write_text("trian:\n  lr: 0.1\n")
+    with pytest.raises(ValueError, match=r"r\.yaml.*unknown section.*trian"):
+        recipes.load_recipe(str(p))
+    p.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match=r"r\.yaml.*mapping"):
+        recipes.load_recipe(str(p))
+    with pytest.raises(FileNotFoundError, match="quick-synthetic"):
+        recipes.load_recipe("no-such-recipe")
+
+
+def test_data_root_placeholder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FR_DATA_ROOT", str(tmp_path))
+    r = recipes.load_recipe("quick-synthetic", quick=False,
+                            overrides=["synthetic=null"])
+    assert recipes.prepare_data(r) == os.path.join(str(tmp_path), "synthetic-quick")
+
+
+def test_command_line_dry_run_and_errors():
+    cmd = [sys.executable, "-m", "fr_lib.recipes"]
+    out = subprocess.run(cmd + ["quick-synthetic", "--dry-run", "--full",
+                                "--set", "train.lr=0.025"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "lr: 0.025" in out.stdout and "max_iters: 400" in out.stdout
+    out = subprocess.run(cmd + ["quick-synthetic", "--set", "train.nope=1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "nope" in out.stderr
