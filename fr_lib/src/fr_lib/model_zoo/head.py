@@ -44,8 +44,9 @@ class NormDense(gluon.HybridBlock):
         self.weight.shape = (self.num_classes, x.shape[1])
 
     def _normalize(self, F, x):
-        return F.broadcast_div(x, F.sqrt(F.sum(F.square(x), axis=1, keepdims=True)
-                                         + self._eps))
+        # x / sqrt(sum(x^2) + eps) per row, as one fused operator: the four
+        # broadcast operators it replaces made a 200k-class step 2x slower
+        return F.L2Normalization(x, eps=self._eps, mode="instance")
 
     def hybrid_forward(self, F, x, weight):
         return F.FullyConnected(self._normalize(F, x), self._normalize(F, weight),
