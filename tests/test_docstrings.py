@@ -44,6 +44,8 @@ def _napoleon_config():
 def _documented_objects():
     seen = set()
     for info in pkgutil.walk_packages(fr_lib.__path__, "fr_lib."):
+        if info.name.endswith(".__main__"):
+            continue
         mod = importlib.import_module(info.name)
         items = [(info.name, mod)]
         for name, obj in vars(mod).items():

@@ -3,4 +3,5 @@ import sys
 
 from . import train_main
 
-sys.exit(train_main())
+if __name__ == "__main__":
+    sys.exit(train_main())
