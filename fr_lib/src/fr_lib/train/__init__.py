@@ -13,6 +13,11 @@ from mxnet.gluon.utils import split_and_load
 from ..utils.lazy import lazy_exports
 from . import features
 from .features import *  # noqa: F401,F403
+from . import schedule, checkpoint, trainer, partial_fc, launch
+from .schedule import *  # noqa: F401,F403
+from .checkpoint import *  # noqa: F401,F403
+from .trainer import *  # noqa: F401,F403
+from .partial_fc import PartialFC, PartialFCSample  # noqa: F401
 
 __getattr__ = lazy_exports(__name__, {
     "LRScheduler": ("gluoncv.utils", "LRScheduler", "gluoncv==0.10.5.post0"),
@@ -20,3 +25,5 @@ __getattr__ = lazy_exports(__name__, {
 })
 
 __all__ = ["split_and_load", "LRScheduler", "LRSequential"] + features.__all__
+__all__ += schedule.__all__ + checkpoint.__all__ + trainer.__all__ + partial_fc.__all__
+from .quick import QuickModel, quick_face_model  # noqa: F401,E402

@@ -1,0 +1,1282 @@
+"""Training at scale: data parallelism, AMP, NaN guard, schedules, checkpoints.
+
+:class:`FaceTrainer` trains ``backbone -> head -> loss`` for a fixed number of
+iterations:
+
+- **data parallel** over a list of contexts (GPUs, or several CPU contexts
+  so the same code path runs on a laptop); gradients are summed over the
+  contexts through a kvstore (``'device'``, ``'local'``), over machines
+  through MXNet's parameter server (``'dist_sync'``, ``'dist_device_sync'``)
+  or through Horovod (``'horovod'``, when installed);
+- **mixed precision** on GPU (``amp='float16'``, ``mx.contrib.amp`` with
+  dynamic loss scaling; fully connected layers, hence the cosine logits, and
+  the margin loss stay float32), ``multi_precision``, element-wise and
+  global-norm gradient clipping, no weight decay on BatchNorm, biases and
+  PReLU slopes (``no_wd=True``);
+- a **NaN/inf guard**: a step whose loss or gradient is not finite changes
+  no parameter and is counted; ``max_bad_steps`` of them in a row stop
+  training with :class:`NonFiniteError` (the checkpoints on disk, all from
+  good steps, are kept);
+- **iteration-based schedules** with warm-up (:mod:`fr_lib.train.schedule`)
+  and a **loss warm-up**: the normalised softmax (NormFace) for the first
+  ``loss_warmup_iters`` iterations, then the margin loss (gluon-face's
+  recipe for hard margins);
+- **checkpoints** every ``checkpoint_every`` iterations and at the end
+  (parameters, optimizer state, iteration, data position, RNG states),
+  written atomically (:mod:`fr_lib.train.checkpoint`); ``resume`` continues
+  exactly where training stopped;
+- **verification** on ``.bin`` pair sets with
+  :class:`~fr_lib.metrics.VerificationEvaluator` and best-model saving;
+- a tqdm bar (loss, lr, img/s, ETA) and a JSON-lines log
+  (:func:`read_log`, :func:`plot_log`).
+
+Exact resumption needs every source of randomness to be a function of the
+run's seed and position: the data order and mirror flips come from
+``numpy.random.default_rng([seed, epoch, ...])`` (:class:`ArrayBatches`,
+:class:`RecordBatches`) and MXNet is reseeded before every step from
+``(seed, iteration)`` (see :mod:`fr_lib.train.checkpoint`). On CPU a
+resumed run then reproduces the losses of an uninterrupted one.
+
+>>> config = TrainConfig(backbone='mobilefacenet', loss='arcface',
+...                      batch_size=128, max_iters=20000, lr=0.1,
+...                      checkpoint_every=2000, out_dir='runs/mfn')
+>>> result = train(config, data=RecordBatches('~/.mxnet/datasets/face/emore',
+...                                           batch_size=128))
+"""
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import mxnet as mx
+from mxnet import autograd, gluon
+
+from ..loss import get_loss
+from ..model_zoo import NormDense, get_model
+from ..utils.fileio import atomic_write_text
+from .checkpoint import (CheckpointError, CheckpointManager, rng_state,
+                         set_rng_state, step_seed)
+from .schedule import make_schedule
+
+__all__ = ["TrainConfig", "FaceTrainer", "TrainResult", "NonFiniteError",
+           "ArrayBatches", "RecordBatches", "train", "exclude_from_weight_decay",
+           "read_log", "plot_log", "NO_WD_SUFFIXES"]
+
+logger = logging.getLogger("fr_lib")
+
+#: Parameter-name endings left out of weight decay by ``no_wd=True``:
+#: BatchNorm scale and shift, biases, PReLU slopes.
+NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
+
+# losses that take the cosine matrix of a NormDense head as (cos, label)
+_COSINE_LOSSES = {"normface", "cosface", "amsoftmax", "arcface", "combined",
+                  "sphereface", "asoftmax", "curricularface", "circle"}
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+# -- data ------------------------------------------------------------------------
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class _ResumableBatches:
+    """Deterministic batches with a position (epoch, batch) that can be saved.
+
+    Batch ``b`` of epoch ``e`` depends only on ``(seed, e, b)``, so after
+    :meth:`load_state_dict` the stream continues exactly as it would have.
+    """
+
+    def __init__(self, num_samples, batch_size, shuffle, seed, rand_mirror,
+                 batch_sampler, num_parts, part_index):
+        self.num_samples = _check_int("number of samples", num_samples, 1)
+        self.batch_size = None if batch_size is None else _check_int("batch_size",
+                                                                     batch_size, 1)
+        self.shuffle, self.rand_mirror = bool(shuffle), bool(rand_mirror)
+        self.seed = _check_int("seed", seed, 0)
+        self.num_parts = _check_int("num_parts", num_parts, 1)
+        self.part_index = _check_int("part_index", part_index, 0)
+        if self.part_index >= self.num_parts:
+            raise ValueError(f"part_index must be < num_parts={num_parts}")
+        self.batch_sampler = batch_sampler
+        if batch_sampler is None:
+            if self.batch_size is None:
+                raise ValueError("give batch_size or batch_sampler")
+            if len(self) < 1:
+                raise ValueError(
+                    f"{num_samples} samples over {num_parts} part(s) make no batch "
+                    f"of {batch_size}")
+        elif not hasattr(batch_sampler, "set_epoch"):
+            raise ValueError("batch_sampler must have set_epoch(epoch) (e.g. "
+                             "fr_lib.data.PKSampler) so that a position can be resumed")
+        self.epoch, self.batch = 0, 0
+        self._cache = (None, None)
+
+    def __len__(self):
+        """Batches per epoch (an incomplete last batch is dropped)."""
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        return (self.num_samples // self.num_parts) // self.batch_size
+
+    def _epoch_batches(self, epoch):
+        if self._cache[0] != epoch:
+            if self.batch_sampler is not None:
+                self.batch_sampler.set_epoch(epoch)
+                batches = [list(b) for b in self.batch_sampler]
+            else:
+                rng = np.random.default_rng([self.seed, epoch])
+                order = rng.permutation(self.num_samples) if self.shuffle \
+                    else np.arange(self.num_samples)
+                usable = self.num_samples - self.num_samples % self.num_parts
+                share = order[:usable][self.part_index::self.num_parts]
+                bs = self.batch_size
+                batches = [share[i * bs:(i + 1) * bs].tolist() for i in range(len(self))]
+            self._cache = (epoch, batches)
+        return self._cache[1]
+
+    def positions(self, epoch, batch):
+        """Dataset indices of batch ``batch`` of epoch ``epoch``."""
+        return self._epoch_batches(epoch)[batch]
+
+    def flips(self, epoch, batch, n):
+        """Mirror decisions of that batch (all False without ``rand_mirror``)."""
+        if not self.rand_mirror:
+            return np.zeros(n, dtype=bool)
+        rng = np.random.default_rng([self.seed, epoch, batch, self.part_index, 1])
+        return rng.integers(0, 2, n).astype(bool)
+
+    def next_batch(self):
+        """The next ``(data, label)`` pair of NDArrays; moves the position on."""
+        if self.batch >= len(self):
+            self.epoch, self.batch = self.epoch + 1, 0
+        positions = self.positions(self.epoch, self.batch)
+        out = self._make(positions, self.flips(self.epoch, self.batch, len(positions)))
+        self.batch += 1
+        return out
+
+    def _make(self, positions, flips):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """The position, as a JSON-serialisable dict."""
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
+                "num_samples": self.num_samples, "batch_size": self.batch_size,
+                "num_parts": self.num_parts, "part_index": self.part_index}
+
+    def load_state_dict(self, state):
+        """Continue from a position saved by :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+
+        Raises
+        ------
+        ValueError
+            When the saved stream had another size, batch size, seed or
+            sharding (the position would mean other samples).
+        """
+        for key in ("seed", "num_samples", "batch_size", "num_parts", "part_index"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"cannot resume the data position: the checkpoint "
+                                 f"has {key}={state[key]!r}, this data source "
+                                 f"{getattr(self, key)!r}")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+class ArrayBatches(_ResumableBatches):
+    """Resumable batches of in-memory arrays (vectors, images, synthetic data).
+
+    Parameters
+    ----------
+    X : array-like
+        Samples; for images ``(N, C, H, W)``.
+    y : array-like
+        ``(N,)`` class ids.
+    batch_size : int
+        Batch size of this worker (all of its contexts together).
+    shuffle : bool, default True
+        A new order every epoch, drawn from ``(seed, epoch)``.
+    seed : int, default 0
+    rand_mirror : bool, default False
+        Mirror each image (last axis) with probability 1/2.
+    num_parts, part_index : int, default 1, 0
+        Sharding over workers: every part takes every ``num_parts``-th
+        sample of the same epoch order.
+
+    Attributes
+    ----------
+    epoch, batch : int
+        The position: the next batch is batch ``batch`` of epoch ``epoch``.
+    num_classes : int
+        ``max(y) + 1``.
+    """
+
+    def __init__(self, X, y, batch_size, shuffle=True, seed=0, rand_mirror=False,
+                 num_parts=1, part_index=0):
+        self.X = np.asarray(X, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.float32).reshape(-1)
+        if len(self.X) != len(self.y):
+            raise ValueError(f"X has {len(self.X)} samples but y has {len(self.y)}")
+        self.num_classes = int(self.y.max()) + 1 if self.y.size else 0
+        super().__init__(len(self.X), batch_size, shuffle, seed, rand_mirror, None,
+                         num_parts, part_index)
+
+    def _make(self, positions, flips):
+        x = self.X[positions]
+        if flips.any():
+            x = x.copy()
+            x[flips] = x[flips][..., ::-1]
+        return mx.nd.array(x), mx.nd.array(self.y[positions])
+
+
+class RecordBatches(_ResumableBatches):
+    """Resumable batches of a face RecordIO set (InsightFace or plain layout).
+
+    Reads with :meth:`~fr_lib.data.FaceRecordDataset.read_raw` and decodes
+    with :class:`~fr_lib.data.FaceBatchify` (the pixels of
+    :class:`~fr_lib.data.FaceRecordIter`), but the order and the mirror
+    flips depend only on ``(seed, epoch, batch)``, so the stream has a
+    position that checkpoints can store.
+
+    Parameters
+    ----------
+    dataset : FaceRecordDataset or str
+        The dataset, or a directory with ``train.rec``/``train.idx``.
+    batch_size : int, default 128
+        Batch size of this worker (ignored with ``batch_sampler``).
+    shuffle : bool, default True
+    rand_mirror : bool, default True
+    seed : int, default 0
+    num_workers : int, default 0
+        Decoding threads.
+    batch_sampler : sampler with ``set_epoch``, optional
+        E.g. :class:`~fr_lib.data.PKSampler`; replaces the shuffled order.
+    num_parts, part_index : int, default 1, 0
+        Sharding over workers (see :class:`ArrayBatches`).
+    check : bool, default True
+        Passed to :class:`~fr_lib.data.FaceRecordDataset` when ``dataset``
+        is a path.
+
+    Attributes
+    ----------
+    num_classes : int
+    """
+
+    def __init__(self, dataset, batch_size=128, shuffle=True, rand_mirror=True,
+                 seed=0, num_workers=0, batch_sampler=None, num_parts=1, part_index=0,
+                 check=True):
+        from ..data.recordio import FaceBatchify, FaceRecordDataset
+        if isinstance(dataset, str):
+            dataset = FaceRecordDataset(dataset, check=check)
+        self.dataset = dataset
+        self.num_classes = int(dataset.num_classes)
+        self.batchify = FaceBatchify(dataset.image_size, False, True, num_workers,
+                                     dataset.skip_bad)
+        super().__init__(len(dataset), batch_size, shuffle, seed, rand_mirror,
+                         batch_sampler, num_parts, part_index)
+
+    def _make(self, positions, flips):
+        records = [self.dataset.read_raw(i) for i in positions]
+        return self.batchify.decode(records, flips)
+
+
+# -- configuration --------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs, as plain values (a YAML recipe maps onto it).
+
+    Attributes
+    ----------
+    backbone : str
+        A name of :func:`fr_lib.model_zoo.get_model` (ignored when a backbone
+        block is given to :class:`FaceTrainer`).
+    backbone_kwargs : dict
+        E.g. ``{'embedding_size': 128}``.
+    num_classes : int
+        0 takes ``data.num_classes``.
+    loss : str
+        A loss of :func:`fr_lib.loss.get_loss` that takes ``(cos, label)``
+        (``arcface``, ``cosface``, ``combined``, ``normface`` ...; the head
+        is then a :class:`~fr_lib.model_zoo.NormDense`), or ``'softmax'``
+        (a plain ``Dense`` head).
+    loss_kwargs : dict
+    loss_warmup_iters : int
+        Train with ``warmup_loss`` for this many iterations first.
+    warmup_loss : str
+        Default ``'normface'`` (the main loss's scale ``s`` unless
+        ``warmup_loss_kwargs`` says otherwise).
+    warmup_loss_kwargs : dict
+    data : str or None
+        RecordIO directory used by :func:`train` when no data source is given.
+    data_check : bool
+        Check every record header when opening ``data``.
+    batch_size : int
+        Batch size of one worker, split over its contexts (InsightFace's
+        "per GPU" batch times the number of GPUs).
+    rand_mirror : bool
+    num_workers : int
+        Decoding threads of :class:`RecordBatches`.
+    val_sets : list
+        ``.bin`` paths (or names of ``.bin`` files in ``data``) to verify on.
+    verify_every : int
+        Verify every so many iterations (0: only at the end).
+    val_batch_size : int
+    best_metric : str or None
+        Name of the set whose accuracy selects the best model; None: the
+        mean accuracy over all sets.
+    contexts : list or None
+        ``['cpu(0)', 'cpu(1)']``, ``['gpu(0)']`` or Context objects; None
+        uses :func:`fr_lib.utils.get_devices` with ``num_gpus``/``num_cpus``.
+    num_gpus : int or None
+    num_cpus : int
+    kvstore : str or None
+        ``'device'``, ``'local'``, ``'dist_sync'``, ``'dist_device_sync'``,
+        ``'horovod'`` or None (no kvstore: one context only).
+    amp : str or None
+        ``'float16'`` (GPU) or ``'bfloat16'``; None trains in float32.
+    optimizer : str
+    lr : float
+        Base learning rate (after the warm-up).
+    momentum : float
+        Used by ``sgd`` and ``nag``.
+    wd : float
+    no_wd : bool
+        No weight decay on parameters whose names end with
+        :data:`NO_WD_SUFFIXES`.
+    multi_precision : bool
+        Keep float32 master weights for float16 parameters.
+    clip_gradient : float or None
+        Element-wise clipping of the (batch-averaged) gradient.
+    clip_global_norm : float or None
+        Rescale the batch-averaged gradient to at most this global L2 norm.
+    optimizer_kwargs : dict
+        More optimizer arguments.
+    max_iters : int
+        Iterations to train (the total, counted from the start of the run).
+    lr_mode : str
+        ``'constant'``, ``'step'``, ``'cosine'`` or ``'poly'``.
+    warmup_iters : int
+    warmup_begin_lr : float
+    lr_steps : list of int
+    lr_factor : float
+    lr_power : float
+    final_lr : float
+    max_bad_steps : int
+        Consecutive non-finite steps tolerated before :class:`NonFiniteError`.
+    out_dir : str
+        Checkpoints go to ``out_dir/checkpoints``, the log to
+        ``out_dir/log.jsonl``.
+    checkpoint_every : int
+        0: only at the end.
+    keep_last : int
+    resume : bool or str
+        True: continue from the newest checkpoint in ``out_dir`` if there is
+        one; a path: from that checkpoint; False: start afresh.
+    log_every : int
+    progress : bool
+        Show a tqdm bar.
+    seed : int
+    reseed_every_step : bool
+        Reseed MXNet from ``(seed, iteration)`` before each step (exact
+        resumption with dropout; costs one small call per step).
+    hybridize : bool
+    """
+    backbone: str = "mobilefacenet"
+    backbone_kwargs: dict = field(default_factory=dict)
+    num_classes: int = 0
+    loss: str = "arcface"
+    loss_kwargs: dict = field(default_factory=dict)
+    loss_warmup_iters: int = 0
+    warmup_loss: str = "normface"
+    warmup_loss_kwargs: dict = field(default_factory=dict)
+    data: str = None
+    data_check: bool = True
+    batch_size: int = 128
+    rand_mirror: bool = True
+    num_workers: int = 0
+    val_sets: list = field(default_factory=list)
+    verify_every: int = 0
+    val_batch_size: int = 64
+    best_metric: str = None
+    contexts: list = None
+    num_gpus: int = None
+    num_cpus: int = 1
+    kvstore: str = "device"
+    amp: str = None
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    wd: float = 5e-4
+    no_wd: bool = False
+    multi_precision: bool = False
+    clip_gradient: float = None
+    clip_global_norm: float = None
+    optimizer_kwargs: dict = field(default_factory=dict)
+    max_iters: int = 1000
+    lr_mode: str = "cosine"
+    warmup_iters: int = 0
+    warmup_begin_lr: float = 0.0
+    lr_steps: list = field(default_factory=list)
+    lr_factor: float = 0.1
+    lr_power: float = 2.0
+    final_lr: float = 0.0
+    max_bad_steps: int = 10
+    out_dir: str = "runs/fr"
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    resume: object = False
+    log_every: int = 10
+    progress: bool = True
+    seed: int = 0
+    reseed_every_step: bool = True
+    hybridize: bool = True
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build a config from a dict (e.g. a parsed YAML recipe).
+
+        Raises
+        ------
+        ValueError
+            For an unknown key (the message lists the valid ones).
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; valid: {names}")
+        return cls(**values)
+
+    def to_dict(self):
+        """The config as a JSON-serialisable dict (contexts as strings)."""
+        d = dataclasses.asdict(self)
+        if d["contexts"] is not None:
+            d["contexts"] = [str(c) for c in d["contexts"]]
+        return d
+
+
+def _parse_context(c):
+    if isinstance(c, mx.Context):
+        return c
+    m = re.fullmatch(r"\s*(cpu|gpu)\s*\(\s*(\d+)\s*\)\s*", str(c))
+    if not m:
+        raise ValueError(f"bad context {c!r}: use 'cpu(0)', 'gpu(1)' or an mx.Context")
+    return mx.Context(m.group(1), int(m.group(2)))
+
+
+def exclude_from_weight_decay(params, suffixes=NO_WD_SUFFIXES):
+    """Set ``wd_mult = 0`` on parameters whose names end with ``suffixes``.
+
+    Parameters
+    ----------
+    params : ParameterDict or dict
+    suffixes : tuple of str
+        Default: BatchNorm gamma/beta, biases and PReLU slopes.
+
+    Returns
+    -------
+    list of str
+        The names of the excluded parameters.
+    """
+    names = []
+    for name, p in params.items():
+        if name.endswith(tuple(suffixes)):
+            p.wd_mult = 0.0
+            names.append(name)
+    return names
+
+
+class _TrainStep(gluon.HybridBlock):
+    """backbone -> head -> per-sample loss, as one graph."""
+
+    def __init__(self, backbone, head, loss, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone, self.head, self.loss = backbone, head, loss
+
+    def hybrid_forward(self, F, x, y):
+        emb = self.backbone(x)
+        if isinstance(emb, (list, tuple)):
+            emb = emb[0]
+        return self.loss(self.head(emb), y)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`FaceTrainer.fit` returns.
+
+    Attributes
+    ----------
+    iterations : int
+        Iterations done in total (including those before a resume).
+    bad_steps : int
+        Skipped non-finite steps, in total.
+    last_loss : float or None
+        Mean loss of the last logged window.
+    best_metric : float or None
+        Best verification accuracy (see ``TrainConfig.best_metric``).
+    best_iteration : int or None
+    results : dict
+        The last verification results (``name -> VerificationReport``).
+    checkpoint : str or None
+        The last checkpoint written.
+    log_path : str
+    seconds : float
+        Wall time of this call.
+    images_per_second : float
+        Training throughput of this call (steps only).
+    """
+    iterations: int
+    bad_steps: int
+    last_loss: float = None
+    best_metric: float = None
+    best_iteration: int = None
+    results: dict = field(default_factory=dict)
+    checkpoint: str = None
+    log_path: str = None
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+class FaceTrainer:
+    """Train a face recognition backbone with a margin loss (see the module docstring).
+
+    Parameters
+    ----------
+    config : TrainConfig or dict
+    data : data source or callable
+        An object with ``next_batch() -> (X, y)``, ``state_dict()`` and
+        ``load_state_dict(state)`` (:class:`ArrayBatches`,
+        :class:`RecordBatches`), or a callable ``data(num_parts, part_index)``
+        returning one, so that each distributed worker gets its own shard.
+    backbone : HybridBlock, optional
+        Default ``get_model(config.backbone, **config.backbone_kwargs)``;
+        a block whose parameters are already initialised (e.g. pretrained)
+        keeps them.
+    head : HybridBlock, optional
+        Default: ``NormDense(num_classes)`` (``Dense`` for ``'softmax'``).
+    val_sets : dict, optional
+        ``name -> (images, issame)`` or :class:`~fr_lib.data.VerificationSet`;
+        default: the ``.bin`` files of ``config.val_sets``.
+    callbacks : list of callable
+        Called as ``callback(trainer, record)`` after every iteration with
+        the record ``{'iteration', 'loss', 'lr', 'skipped'}``.
+
+    Attributes
+    ----------
+    net : HybridBlock
+        The backbone.
+    head : HybridBlock
+    contexts : list of Context
+    trainer : gluon.Trainer
+    iteration : int
+        Completed iterations.
+    bad_steps : int
+        Steps skipped because the loss or the gradient was not finite.
+    overflow_steps : int
+        AMP steps skipped by the dynamic loss scaler (float16 overflow; not
+        counted as bad steps, they are routine while the scale settles).
+    checkpoints : CheckpointManager
+    log_path : str
+
+    Notes
+    -----
+    The gradient of a step is the sum of the per-sample losses over the
+    whole batch (all contexts, all workers) divided by the number of
+    samples, so one context and two contexts with the same total batch give
+    the same update (up to float rounding; BatchNorm statistics are computed
+    per context, as in every data-parallel MXNet program). Only rank 0 of a
+    distributed run writes checkpoints and logs (the logged loss is rank
+    0's share of the batch); to resume, every worker must see the same
+    ``out_dir``.
+    """
+
+    def __init__(self, config, data, backbone=None, head=None, val_sets=None,
+                 callbacks=()):
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        self.config = cfg = config
+        for name in ("max_iters", "batch_size"):
+            _check_int(name, getattr(cfg, name), 1)
+        for name in ("checkpoint_every", "verify_every", "loss_warmup_iters"):
+            _check_int(name, getattr(cfg, name), 0)
+        _check_int("log_every", cfg.log_every, 1)
+        _check_int("max_bad_steps", cfg.max_bad_steps, 1)
+        self.callbacks = list(callbacks)
+        self._hvd = None
+        self._setup_kvstore()
+        if cfg.amp is not None:
+            self._init_amp()
+        mx.random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.data = data(self.num_workers, self.rank) if callable(data) and \
+            not hasattr(data, "next_batch") else data
+        for attr in ("next_batch", "state_dict", "load_state_dict"):
+            if not hasattr(self.data, attr):
+                raise TypeError(f"data needs a {attr}() method (see ArrayBatches)")
+        num_classes = cfg.num_classes or getattr(self.data, "num_classes", 0)
+        if not num_classes and head is None:
+            raise ValueError("num_classes is unknown: set config.num_classes")
+        self.num_classes = int(num_classes)
+        self.net = backbone if backbone is not None else \
+            get_model(cfg.backbone, **cfg.backbone_kwargs)
+        key = cfg.loss.lower()
+        if head is None:
+            head = NormDense(self.num_classes) if key != "softmax" else \
+                gluon.nn.Dense(self.num_classes)
+        self.head = head
+        self.loss = get_loss(cfg.loss, **cfg.loss_kwargs)
+        warm_kwargs = dict(cfg.warmup_loss_kwargs)
+        if cfg.warmup_loss.lower() == "normface" and "s" not in warm_kwargs \
+                and hasattr(self.loss, "_s"):
+            warm_kwargs["s"] = self.loss._s
+        self.warmup_loss = get_loss(cfg.warmup_loss, **warm_kwargs) \
+            if cfg.loss_warmup_iters else None
+        for block in (self.net, self.head):
+            self._initialize(block)
+        self._step_net = _TrainStep(self.net, self.head, self.loss)
+        self._warm_net = _TrainStep(self.net, self.head, self.warmup_loss) \
+            if self.warmup_loss is not None else None
+        if cfg.hybridize:
+            # Everything after a static_alloc graph must be hybridized too: an
+            # imperative block behind it made a training step ~50x slower.
+            self.net.hybridize(static_alloc=True)
+            for step_net in (self._step_net, self._warm_net):
+                if step_net is not None:
+                    step_net.hybridize(static_alloc=True)
+        self.params = gluon.ParameterDict()
+        self.params.update(self.net.collect_params())
+        self.params.update(self.head.collect_params())
+        self.no_wd_params = exclude_from_weight_decay(self.params) if cfg.no_wd else []
+        self.schedule = make_schedule(
+            cfg.lr_mode, cfg.lr, max_update=cfg.max_iters, warmup_steps=cfg.warmup_iters,
+            warmup_begin_lr=cfg.warmup_begin_lr, steps=cfg.lr_steps,
+            factor=cfg.lr_factor, power=cfg.lr_power, final_lr=cfg.final_lr)
+        self._make_trainer()
+        self.iteration, self.bad_steps, self._consecutive_bad = 0, 0, 0
+        self.overflow_steps = 0
+        self._shapes_known = False
+        self._verified_at = None
+        self.best_metric, self.best_iteration = None, None
+        self.results = {}
+        self.out_dir = os.path.abspath(os.path.expanduser(cfg.out_dir))
+        self.is_writer = self.rank == 0
+        ckpt_dir = os.path.join(self.out_dir, "checkpoints")
+        self.checkpoints = CheckpointManager(ckpt_dir, "ckpt", cfg.keep_last)
+        self.best_checkpoints = CheckpointManager(ckpt_dir, "best", 1)
+        self.log_path = os.path.join(self.out_dir, "log.jsonl")
+        self.evaluator = self._make_evaluator(val_sets)
+        self.last_checkpoint = None
+
+    # -- setup -------------------------------------------------------------------
+    def _setup_kvstore(self):
+        cfg = self.config
+        kv = cfg.kvstore
+        self.num_workers, self.rank = 1, 0
+        if kv == "horovod":
+            try:
+                import horovod.mxnet as hvd
+            except ImportError:
+                raise ImportError("kvstore='horovod' needs Horovod built with MXNet "
+                                  "support: HOROVOD_WITH_MXNET=1 pip install "
+                                  "horovod") from None
+            hvd.init()
+            self._hvd = hvd
+            self.num_workers, self.rank = hvd.size(), hvd.rank()
+            gpus = mx.context.num_gpus()
+            self.contexts = [mx.gpu(hvd.local_rank())] if gpus else [mx.cpu()]
+            self.kvstore = None
+            return
+        if cfg.contexts:
+            self.contexts = [_parse_context(c) for c in cfg.contexts]
+        else:
+            from ..utils.device import get_devices
+            self.contexts = get_devices(cfg.num_gpus, cfg.num_cpus)
+        if kv is None or kv == "none":
+            if len(self.contexts) > 1:
+                raise ValueError("kvstore=None works with one context only")
+            self.kvstore = None
+        elif kv in ("device", "local"):
+            self.kvstore = kv
+        elif kv.startswith("dist"):
+            store = mx.kv.create(kv)
+            self.num_workers, self.rank = store.num_workers, store.rank
+            self.kvstore = store
+        else:
+            raise ValueError(f"unknown kvstore {kv!r}; choose from 'device', 'local', "
+                             "'dist_sync', 'dist_device_sync', 'horovod', None")
+
+    def _init_amp(self):
+        from mxnet.contrib import amp
+        dtype = self.config.amp
+        if dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"amp must be None, 'float16' or 'bfloat16', got {dtype!r}")
+        if dtype == "float16" and any(c.device_type != "gpu" for c in self.contexts):
+            raise ValueError("amp='float16' needs GPU contexts (MXNet has no fast "
+                             "float16 kernels on CPU); use amp=None or 'bfloat16'")
+        # Fully connected layers stay float32: the cosine logits of the head
+        # (and the margin after them) need float32's resolution near cos = 1.
+        from mxnet.contrib.amp import amp as amp_impl
+        key = "float16" if dtype == "float16" else amp_impl.bfloat16
+        low = [op for op in amp.list_lp16_ops(key) if op != "FullyConnected"]
+        amp.init(target_dtype=dtype, target_precision_ops=low,
+                 fp32_ops=amp.list_fp32_ops(key) + ["FullyConnected"])
+        self._amp = amp
+
+    def _initialize(self, block):
+        params = block.collect_params()
+        fresh = []
+        for p in params.values():
+            try:
+                p.list_ctx()
+            except RuntimeError:  # not initialised yet
+                fresh.append(p)
+                continue
+            p.reset_ctx(self.contexts)
+        if fresh:
+            block.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out",
+                                            magnitude=2), ctx=self.contexts)
+
+    def _make_trainer(self):
+        cfg = self.config
+        opt = dict(cfg.optimizer_kwargs)
+        opt.setdefault("learning_rate", self.schedule(0))
+        opt.setdefault("wd", cfg.wd)
+        if cfg.optimizer.lower() in ("sgd", "nag"):
+            opt.setdefault("momentum", cfg.momentum)
+        if cfg.multi_precision:
+            opt["multi_precision"] = True
+        if cfg.clip_gradient:
+            opt["clip_gradient"] = float(cfg.clip_gradient)
+        if self._hvd is not None:
+            self.trainer = self._hvd.DistributedTrainer(self.params, cfg.optimizer, opt)
+            self._need_broadcast = True
+        else:
+            self.trainer = gluon.Trainer(self.params, cfg.optimizer, opt,
+                                         kvstore=self.kvstore, update_on_kvstore=False)
+            self._need_broadcast = False
+        if cfg.amp is not None:
+            self._amp.init_trainer(self.trainer)
+
+    def _make_evaluator(self, val_sets):
+        cfg = self.config
+        if val_sets is None and cfg.val_sets:
+            from ..data.binfile import read_bin
+            val_sets = {}
+            for entry in cfg.val_sets:
+                path = os.path.expanduser(entry)
+                if not os.path.exists(path) and cfg.data:
+                    path = os.path.join(os.path.expanduser(cfg.data), entry + ".bin")
+                vs = read_bin(path)
+                val_sets[vs.name] = vs
+        if not val_sets:
+            return None
+        from ..metrics.evaluator import VerificationEvaluator
+        return VerificationEvaluator(val_sets, batch_size=cfg.val_batch_size,
+                                     ctx=self.contexts[0], progress=False)
+
+    # -- one step ----------------------------------------------------------------
+    def current_lr(self):
+        """The learning rate of the next step."""
+        return self.schedule(self.iteration)
+
+    def train_step(self, X, y):
+        """One iteration on the batch ``(X, y)``.
+
+        Parameters
+        ----------
+        X, y : NDArray
+            The batch of this worker; split over its contexts.
+
+        Returns
+        -------
+        float or None
+            The mean loss, or None when the step was skipped as non-finite
+            (the parameters are then unchanged).
+
+        Raises
+        ------
+        NonFiniteError
+            After ``max_bad_steps`` consecutive skipped steps.
+        """
+        cfg = self.config
+        self.prepare(X)
+        lr = self.schedule(self.iteration)
+        self.trainer.set_learning_rate(lr)
+        if cfg.reseed_every_step:
+            mx.random.seed(step_seed(cfg.seed, self.iteration), ctx="all")
+        step_net = self._warm_net if (self._warm_net is not None and
+                                      self.iteration < cfg.loss_warmup_iters) \
+            else self._step_net
+        n = X.shape[0]
+        if n < len(self.contexts):
+            raise ValueError(f"a batch of {n} cannot be split over "
+                             f"{len(self.contexts)} contexts")
+        xs = gluon.utils.split_and_load(X, self.contexts, even_split=False)
+        ys = gluon.utils.split_and_load(y, self.contexts, even_split=False)
+        with autograd.record():
+            losses = [step_net(a, b) for a, b in zip(xs, ys)]
+            if cfg.amp is not None:  # the scaling must be recorded too
+                with self._amp.scale_loss(losses, self.trainer) as scaled:
+                    autograd.backward(scaled)
+        if cfg.amp is None:
+            autograd.backward(losses)
+        if self._need_broadcast:  # Horovod: after the deferred init
+            self._hvd.broadcast_parameters(self.params, root_rank=0)
+            self._need_broadcast = False
+        loss_sum = float(sum(l.sum().asscalar() for l in losses))
+        self._init_kvstore()
+        self.trainer.allreduce_grads()
+        # the gradient the optimizer applies is the sum over all samples of
+        # all workers divided by their number; Horovod's trainer already
+        # divides by the number of workers itself
+        total = n * self.num_workers
+        update_n = n if self._hvd is not None else total
+        ok = math.isfinite(loss_sum)
+        grads_ok = True
+        if ok and (cfg.amp is None or cfg.clip_global_norm):
+            if cfg.amp is not None:
+                self._amp.unscale(self.trainer)
+            grads_ok = self._check_and_clip(total)
+        self.iteration += 1
+        if ok and not grads_ok and cfg.amp is not None:
+            # float16 overflow: AMP's loss scaler skips the update and lowers
+            # the scale (dynamic loss scaling), which is not a bad step
+            self.trainer.update(update_n)
+            self.overflow_steps += 1
+            return loss_sum / n
+        ok = ok and grads_ok
+        if not ok:
+            self.bad_steps += 1
+            self._consecutive_bad += 1
+            self._log({"event": "bad_step", "iteration": self.iteration,
+                       "loss": None if math.isnan(loss_sum) else loss_sum / n,
+                       "bad_steps": self.bad_steps})
+            logger.warning("fr_lib: iteration %d: non-finite loss or gradient, "
+                           "step skipped (%d so far)", self.iteration, self.bad_steps)
+            if self._consecutive_bad >= cfg.max_bad_steps:
+                latest = self.checkpoints.latest()
+                raise NonFiniteError(
+                    f"{self._consecutive_bad} consecutive steps (up to iteration "
+                    f"{self.iteration}) had a non-finite loss or gradient; training "
+                    f"stopped. The last good checkpoint is kept: "
+                    f"{latest or 'none was written'}. Lower the learning rate, "
+                    "add warm-up or gradient clipping, or check the data.")
+            return None
+        self._consecutive_bad = 0
+        self.trainer.update(update_n)
+        return loss_sum / n
+
+    def _init_kvstore(self):
+        """Create the kvstore and broadcast the weights before the first allreduce.
+
+        Gluon does both lazily inside ``allreduce_grads``; with a distributed
+        kvstore the weight pull of that broadcast and the first gradient
+        push-pull use the same keys on the server and are independent engine
+        operations, so a worker could pull a gradient sum as its weights.
+        Waiting for the broadcast removes that race.
+        """
+        trainer = self.trainer
+        if getattr(trainer, "_kv_initialized", True) and \
+                not getattr(trainer, "_params_to_init", None):
+            return
+        trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        mx.nd.waitall()
+
+    def prepare(self, X):
+        """Finish the deferred initialisation of the network and head.
+
+        Called by the first :meth:`train_step`; call it yourself to read the
+        parameters before training. Runs the backbone and the head on one
+        sample of ``X`` outside autograd (BatchNorm statistics are not
+        touched), after reseeding MXNet with the run's seed.
+
+        Parameters
+        ----------
+        X : NDArray
+            A batch (only its first sample is used).
+
+        Notes
+        -----
+        :class:`~fr_lib.model_zoo.NormDense` normalises its weight before
+        ``FullyConnected``, so a parent graph cannot infer the weight's shape.
+        """
+        if self._shapes_known:
+            return
+        # reseeded so that the deferred initial values depend on the seed
+        # only, not on what else used MXNet's generator since __init__
+        mx.random.seed(self.config.seed)
+        x = X[:1].as_in_context(self.contexts[0])
+        emb = self.net(x)
+        self.head(emb[0] if isinstance(emb, (list, tuple)) else emb)
+        self._shapes_known = True
+
+    def _grads(self, ctx_index):
+        return [p.list_grad()[ctx_index] for p in self.params.values()
+                if p.grad_req != "null"]
+
+    def _check_and_clip(self, total):
+        """False if a gradient is not finite; else clip the global norm."""
+        grads = self._grads(0)  # after allreduce every context holds the sum
+        sq = mx.nd.add_n(*[mx.nd.sum(mx.nd.square(g.astype("float32")))
+                           for g in grads]).asscalar()
+        if not math.isfinite(sq):
+            return False
+        max_norm = self.config.clip_global_norm
+        if max_norm:
+            # the optimizer sees grad / total: clip that norm, in raw units
+            norm = math.sqrt(sq) / total
+            if norm > max_norm:
+                factor = max_norm / norm
+                for i in range(len(self.contexts)):
+                    for g in self._grads(i):
+                        g *= factor
+        return True
+
+    # -- checkpoints -------------------------------------------------------------
+    def _state(self):
+        state = {"iteration": self.iteration, "data": self.data.state_dict(),
+                 "rng": rng_state(), "bad_steps": self.bad_steps,
+                 "consecutive_bad": self._consecutive_bad,
+                 "best_metric": self.best_metric, "best_iteration": self.best_iteration,
+                 "config": self.config.to_dict(), "mxnet": mx.__version__,
+                 "num_contexts": len(self.contexts)}
+        scaler = getattr(self.trainer, "_amp_loss_scaler", None)
+        if scaler is not None:
+            state["amp_loss_scale"] = float(scaler.loss_scale)
+        return state
+
+    def save_checkpoint(self):
+        """Write a checkpoint of the current state (rank 0 only); returns its path.
+
+        Raises
+        ------
+        CheckpointError
+            When the write fails; the previous checkpoints are intact.
+        """
+        if not self.is_writer:
+            return None
+        files = {"backbone.params": self.net.save_parameters,
+                 "head.params": self.head.save_parameters,
+                 "trainer.states": self.trainer.save_states}
+        path = self.checkpoints.save(self.iteration, files, self._state())
+        self.last_checkpoint = path
+        self._log({"event": "checkpoint", "iteration": self.iteration,
+                   "path": os.path.basename(path)})
+        return path
+
+    def load_checkpoint(self, path=None):
+        """Restore the state of a checkpoint (default: the newest).
+
+        Parameters
+        ----------
+        path : str, optional
+
+        Returns
+        -------
+        Checkpoint
+
+        Raises
+        ------
+        CheckpointError
+            When it is missing or corrupt (the message names the file).
+        """
+        ckpt = self.checkpoints.load(path)
+        state = ckpt.state
+        try:
+            self.net.load_parameters(ckpt.file("backbone.params"), ctx=self.contexts)
+            self.head.load_parameters(ckpt.file("head.params"), ctx=self.contexts)
+            self.trainer.load_states(ckpt.file("trainer.states"))
+        except CheckpointError:
+            raise
+        except Exception as err:  # an MXNet error on a file that passed the checksum
+            raise CheckpointError(f"{ckpt.path}: cannot load ({err})") from err
+        self.data.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self._consecutive_bad = int(state.get("consecutive_bad", 0))
+        self.best_metric = state.get("best_metric")
+        self.best_iteration = state.get("best_iteration")
+        scaler = getattr(self.trainer, "_amp_loss_scaler", None)
+        if scaler is not None and "amp_loss_scale" in state:
+            scaler.loss_scale = state["amp_loss_scale"]
+        self.last_checkpoint = ckpt.path
+        return ckpt
+
+    # -- verification ------------------------------------------------------------
+    def verify(self):
+        """Verify on the pair sets; save the best model (rank 0).
+
+        Returns
+        -------
+        dict
+            ``name -> VerificationReport`` (empty without sets).
+        """
+        if self.evaluator is None:
+            return {}
+        results = self.evaluator.evaluate(self.net)
+        self.results = results
+        self._verified_at = self.iteration
+        name = self.config.best_metric
+        if name is not None and name not in results:
+            raise ValueError(f"best_metric {name!r} is not one of the sets "
+                             f"{list(results)}")
+        metric = results[name].accuracy if name else \
+            float(np.mean([r.accuracy for r in results.values()]))
+        record = {"event": "verify", "iteration": self.iteration, "metric": metric}
+        for k, r in results.items():
+            record[k] = {"accuracy": r.accuracy, "std": r.std, "auc": r.auc, "eer": r.eer}
+        improved = self.best_metric is None or metric > self.best_metric
+        if improved:
+            self.best_metric, self.best_iteration = metric, self.iteration
+            if self.is_writer:
+                self.best_checkpoints.save(
+                    self.iteration, {"backbone.params": self.net.save_parameters},
+                    {"metric": metric, "iteration": self.iteration,
+                     "results": {k: v for k, v in record.items()
+                                 if isinstance(v, dict)}})
+        record["best"] = improved
+        self._log(record)
+        return results
+
+    @property
+    def best_path(self):
+        """Parameters file of the best backbone so far, or None."""
+        latest = self.best_checkpoints.latest()
+        return os.path.join(latest, "backbone.params") if latest else None
+
+    # -- log ---------------------------------------------------------------------
+    def _log(self, record):
+        if not self.is_writer:
+            return
+        record = dict(record, time=time.time())
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, iteration):
+        """Drop log lines written after ``iteration`` by an interrupted run."""
+        if not self.is_writer or not os.path.exists(self.log_path):
+            return
+        keep = []
+        with open(self.log_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:  # a line cut by the crash
+                    continue
+                if rec.get("iteration", 0) <= iteration:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+        atomic_write_text(self.log_path, "".join(keep))
+
+    # -- the loop ----------------------------------------------------------------
+    def fit(self, max_iters=None):
+        """Train until ``max_iters`` iterations are done (default ``config.max_iters``).
+
+        Parameters
+        ----------
+        max_iters : int, optional
+
+        Returns
+        -------
+        TrainResult
+
+        Raises
+        ------
+        NonFiniteError
+            After ``max_bad_steps`` consecutive non-finite steps.
+        CheckpointError
+            When resuming from a corrupt checkpoint, or when a save fails.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        max_iters = cfg.max_iters if max_iters is None else int(max_iters)
+        os.makedirs(self.out_dir, exist_ok=True)
+        if cfg.resume:
+            path = None if cfg.resume is True else cfg.resume
+            if path is not None or self.checkpoints.latest() is not None:
+                ckpt = self.load_checkpoint(path)
+                self._truncate_log(self.iteration)
+                self._log({"event": "resume", "iteration": self.iteration,
+                           "path": os.path.basename(ckpt.path)})
+        if self.iteration == 0:
+            self._truncate_log(0)
+            self._log({"event": "start", "iteration": 0, "config": cfg.to_dict(),
+                       "contexts": [str(c) for c in self.contexts]})
+        start_time = time.perf_counter()
+        step_time, step_images = 0.0, 0
+        window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
+        last_loss = None
+        bar = tqdm(total=max_iters, initial=self.iteration, disable=not cfg.progress,
+                   unit="it", dynamic_ncols=True, desc="train")
+        try:
+            while self.iteration < max_iters:
+                t0 = time.perf_counter()
+                X, y = self.data.next_batch()
+                lr = self.schedule(self.iteration)
+                loss = self.train_step(X, y)
+                dt = time.perf_counter() - t0
+                step_time += dt
+                step_images += X.shape[0]
+                window_time += dt
+                window_images += X.shape[0]
+                if loss is not None:
+                    window_loss += loss
+                    window_n += 1
+                bar.update(1)
+                it = self.iteration
+                if it % cfg.log_every == 0 or it == max_iters:
+                    speed = window_images * self.num_workers / max(window_time, 1e-9)
+                    mean = window_loss / window_n if window_n else None
+                    last_loss = mean if mean is not None else last_loss
+                    state = self.data.state_dict()
+                    self._log({"event": "train", "iteration": it,
+                               "epoch": state.get("epoch"), "loss": mean, "lr": lr,
+                               "img_per_s": speed, "bad_steps": self.bad_steps})
+                    bar.set_postfix(loss=f"{mean:.4f}" if mean is not None else "nan",
+                                    lr=f"{lr:.3g}", img_s=f"{speed:.0f}", refresh=False)
+                    window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
+                for callback in self.callbacks:
+                    callback(self, {"iteration": it, "loss": loss, "lr": lr,
+                                    "skipped": loss is None})
+                if cfg.verify_every and it % cfg.verify_every == 0 and it < max_iters:
+                    self.verify()
+                if cfg.checkpoint_every and it % cfg.checkpoint_every == 0 \
+                        and it < max_iters:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.evaluator is not None and self._verified_at != self.iteration:
+            self.verify()
+        if self.last_checkpoint is None or \
+                not self.last_checkpoint.endswith(f"-{self.iteration:09d}"):
+            self.save_checkpoint()
+        seconds = time.perf_counter() - start_time
+        self._log({"event": "end", "iteration": self.iteration,
+                   "bad_steps": self.bad_steps, "seconds": seconds})
+        return TrainResult(
+            iterations=self.iteration, bad_steps=self.bad_steps, last_loss=last_loss,
+            best_metric=self.best_metric, best_iteration=self.best_iteration,
+            results=self.results, checkpoint=self.last_checkpoint,
+            log_path=self.log_path, seconds=seconds,
+            images_per_second=step_images * self.num_workers / max(step_time, 1e-9))
+
+
+def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=()):
+    """Train from a config (the entry point of recipes and the command line).
+
+    Parameters
+    ----------
+    config : TrainConfig or dict
+    data : data source, optional
+        Default: :class:`RecordBatches` over ``config.data``, sharded over
+        the distributed workers.
+    backbone, head, val_sets, callbacks
+        See :class:`FaceTrainer`.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    if data is None:
+        if not config.data:
+            raise ValueError("give a data source or set config.data to a RecordIO "
+                             "directory")
+
+        def data(num_parts, part_index):
+            return RecordBatches(config.data, batch_size=config.batch_size,
+                                 rand_mirror=config.rand_mirror, seed=config.seed,
+                                 num_workers=config.num_workers, num_parts=num_parts,
+                                 part_index=part_index, check=config.data_check)
+    trainer = FaceTrainer(config, data, backbone=backbone, head=head,
+                          val_sets=val_sets, callbacks=callbacks)
+    return trainer.fit()
+
+
+def read_log(path):
+    """Read a JSON-lines training log.
+
+    Parameters
+    ----------
+    path : str
+        ``log.jsonl``, or the run's ``out_dir``.
+
+    Returns
+    -------
+    dict
+        ``event -> list of records`` (``'train'``, ``'verify'``,
+        ``'bad_step'``, ``'checkpoint'`` ...). A damaged line (cut by a
+        crash) is skipped.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "log.jsonl")
+    events = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            events.setdefault(rec.get("event", "train"), []).append(rec)
+    return events
+
+
+def plot_log(path, axes=None):
+    """Plot a training log: loss, learning rate and verification accuracy.
+
+    Parameters
+    ----------
+    path : str
+        ``log.jsonl`` or the run's ``out_dir``.
+    axes : sequence of two matplotlib Axes, optional
+        Where to draw the loss (with the learning rate on a twin axis) and
+        the accuracy; a new figure when None.
+
+    Returns
+    -------
+    numpy.ndarray of Axes
+    """
+    import matplotlib.pyplot as plt
+
+    events = read_log(path)
+    train_recs = [r for r in events.get("train", []) if r.get("loss") is not None]
+    verify = events.get("verify", [])
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_loss, ax_acc = axes[0], axes[1]
+    its = [r["iteration"] for r in train_recs]
+    ax_loss.plot(its, [r["loss"] for r in train_recs], color="C0", label="loss")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("loss")
+    ax_lr = ax_loss.twinx()
+    ax_lr.plot(its, [r["lr"] for r in train_recs], color="C1", ls="--", label="lr")
+    ax_lr.set_ylabel("learning rate")
+    bad = events.get("bad_step", [])
+    for r in bad:
+        ax_loss.axvline(r["iteration"], color="red", alpha=0.3, lw=0.8)
+    ax_loss.legend(handles=ax_loss.lines[:1] + ax_lr.lines[:1], loc="upper right")
+    names = sorted({k for r in verify for k, v in r.items() if isinstance(v, dict)})
+    for name in names:
+        pts = [(r["iteration"], r[name]["accuracy"]) for r in verify if name in r]
+        ax_acc.plot(*zip(*pts), marker="o", label=name)
+    ax_acc.set_xlabel("iteration")
+    ax_acc.set_ylabel("verification accuracy")
+    if names:
+        ax_acc.legend(loc="lower right")
+    ax_acc.grid(True, alpha=0.3)
+    return np.asarray(axes)
