@@ -216,7 +216,11 @@ def train_main(argv=None):
     prepare_data(recipe)
     from ..train.trainer import train
     result = train(recipe["train"])
-    print(f"[fr-train] done: {result}")
+    summary = f"[fr-train] done: {result.iterations} iterations in {result.seconds:.0f} s"
+    if result.best_metric is not None:
+        summary += (f"; best verification accuracy {result.best_metric:.4f} at "
+                    f"iteration {result.best_iteration}")
+    print(summary + f"; log {result.log_path}; last checkpoint {result.checkpoint}")
     return 0
 
 
