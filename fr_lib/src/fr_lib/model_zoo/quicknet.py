@@ -78,7 +78,7 @@ class _Stage(nn.HybridBlock):
 
 @register_model("quickfacenet")
 def quickfacenet(embedding_size=64, width=(16, 32, 64), pool=2, **kwargs):
-    """:class:`QuickFaceNet`, registered as ``'quickfacenet'``.
+    """:class:`~fr_lib.model_zoo.quicknet.QuickFaceNet`, registered as ``'quickfacenet'``.
 
     Parameters
     ----------
@@ -88,7 +88,7 @@ def quickfacenet(embedding_size=64, width=(16, 32, 64), pool=2, **kwargs):
     pool : int
         Side of the average pooling that downsamples the input first.
     **kwargs
-        Passed to :class:`QuickFaceNet`.
+        Passed to :class:`~fr_lib.model_zoo.quicknet.QuickFaceNet`.
     """
     return QuickFaceNet(width=tuple(width), embedding_size=embedding_size, pool=pool,
                         **kwargs)

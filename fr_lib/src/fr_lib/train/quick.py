@@ -61,7 +61,7 @@ class QuickModel:
 
     Attributes
     ----------
-    net : QuickFaceNet
+    net : fr_lib.model_zoo.quicknet.QuickFaceNet
         Hybridized, in inference use (call it outside ``autograd.record``).
     bin_path : str
         The verification ``.bin`` of held-out synthetic identities.
@@ -256,7 +256,7 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
     """A small face network trained on synthetic identities (cached).
 
     The first call writes the data set (:func:`quick_dataset`), trains a
-    :class:`QuickFaceNet` with a :class:`~fr_lib.model_zoo.NormDense` head and
+    :class:`~fr_lib.model_zoo.quicknet.QuickFaceNet` with a :class:`~fr_lib.model_zoo.NormDense` head and
     the margin loss of the settings (ArcFace, s=32, m=0.3 by default) by SGD
     with a cosine schedule and random mirroring, measures the 10-fold
     verification accuracy on the held-out ``.bin`` and saves everything under
