@@ -1,28 +1,37 @@
-"""Inference speed of face backbones on CPU, and how much of the machine it uses.
+"""Inference speed of face backbones on CPU, as a share of the machine's GEMM rate.
 
-For MobileFaceNet and IResNet-50 at batch 64 (hybridized), each setting below
-runs in its own process, because OpenMP and subgraph settings must be fixed
-before MXNet loads, and the settings are measured alternately, round after
-round, so that a busy neighbour slows all of them alike:
+For MobileFaceNet and IResNet-50 at batch 64, each setting below runs in its
+own process (OpenMP settings are fixed when MXNet loads), and the settings
+are measured alternately, round after round, so that a busy neighbour slows
+all of them alike. Every process also times a float32 GEMM (``mx.nd.dot`` of
+two square matrices) with the same threads, in three short bursts
+alternating with the network's, and the report gives the median over the
+bursts of share of GEMM = images/s x forward FLOPs per image / GEMM FLOP/s,
+with forward FLOPs = 2 x the multiply-adds of
+:func:`fr_lib.model_zoo.count_flops` (then the median over rounds).
 
-- ``default``: MXNet's default OpenMP threads (half the cores), static
-  memory (``static_alloc``/``static_shape``), fast PReLU;
-- ``omp``: ``OMP_NUM_THREADS`` = number of cores;
-- ``omp-passive``: also ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads
-  sleep instead of spinning, which matters when other processes share the
-  cores (one descheduled thread otherwise stalls the others at each barrier);
-- ``omp+mkldnn``: also ``MXNET_SUBGRAPH_BACKEND=MKLDNN`` and
-  ``hybridize(backend='MKLDNN')`` (fuses convolution, BN and ReLU);
-- ``omp+mkldnn-nostatic``: as ``omp+mkldnn`` without static memory;
-- ``omp+mkldnn-gluonprelu``: as ``omp+mkldnn`` with ``nn.PReLU``.
+Settings (threads: ``OMP_NUM_THREADS`` = cores, fr_lib's default, unless
+said otherwise):
 
-Each process also times a float32 GEMM (``mx.nd.dot`` of two square
-matrices) with the same settings, so the report can say what fraction of the
-machine's GEMM rate the network reaches: utilisation = images/s x forward
-FLOPs per image / GEMM FLOP/s, with forward FLOPs = 2 x the multiply-adds of
-:func:`fr_lib.model_zoo.count_flops`.
+- ``baseline``: ``net.hybridize()`` -- what a plain Gluon user writes;
+- ``gluon-prelu``: as ``baseline`` with ``nn.PReLU`` instead of fr_lib's
+  fast PReLU;
+- ``mxnet-threads``: as ``baseline`` with MXNet's own default thread count
+  (half the cores);
+- ``static``: ``hybridize(static_alloc=True, static_shape=True)``;
+- ``static+mkldnn``: also the oneDNN (MKLDNN) subgraph backend (fuses
+  convolution + BN (+ ReLU, + sum));
+- ``static+maxprelu``: static, PReLU as ``max(x, alpha x)``, no fusion;
+- ``prepared``: :func:`fr_lib.model_zoo.prepare_for_inference` (static,
+  oneDNN fusion verified on the batch, ``max(x, alpha x)`` PReLU);
+- ``prepared+passive``: also ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP
+  threads sleep instead of spinning; can help when other processes share
+  the cores);
+- ``prepared+micro16``, ``prepared+micro8``: ``prepared``, with the batch of
+  64 fed as micro-batches of 16 or 8 images (outputs concatenated), so that
+  the activations of the memory-bound element-wise layers stay in cache.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_inference.py [--rounds 2]
+    .venv/bin/python benchmarks/bench_inference.py [--rounds 3] [--models ...]
 """
 import argparse
 import json
@@ -35,7 +44,7 @@ WORKER = r"""
 import json, sys, time
 cfg = json.loads(sys.argv[1])
 import fr_lib, mxnet as mx
-from fr_lib.model_zoo import get_model
+from fr_lib.model_zoo import get_model, prepare_for_inference
 
 def timed(fn, min_time):
     fn()  # warm-up: graph building, memory planning, kernel selection
@@ -46,46 +55,64 @@ def timed(fn, min_time):
         if elapsed >= min_time:
             return n / elapsed
 
-net = get_model(cfg['model'], fast_prelu=cfg['fast_prelu'])
+mx.random.seed(0)
+net = get_model(cfg['model'], fast_prelu=cfg['prelu'] != 'gluon')
 net.initialize(mx.init.MSRAPrelu())
-options = dict(static_alloc=cfg['static'], static_shape=cfg['static'])
-if cfg['mkldnn']:
-    options['backend'] = 'MKLDNN'
-net.hybridize(**options)
 x = mx.nd.random.uniform(-1, 1, shape=(cfg['batch'], 3, 112, 112))
-batches_per_s = timed(lambda: net(x).wait_to_read(), cfg['min_time'])
-
+sample = x[:cfg['micro']] if cfg['micro'] else x
+if cfg['mode'] == 'plain':
+    net.hybridize()
+else:
+    net = prepare_for_inference(
+        net, sample if cfg['backend'] else None, backend=cfg['backend'],
+        prelu='max' if cfg['prelu'] == 'max' else 'keep')
+backend = getattr(net, 'inference_backend', None)
+forward = lambda: net(x).wait_to_read()
+if cfg['micro']:
+    # The same batch, fed as micro-batches whose activations stay in cache.
+    chunks = [x[i:i + cfg['micro']] for i in range(0, cfg['batch'], cfg['micro'])]
+    forward = lambda: mx.nd.concat(*[net(c) for c in chunks], dim=0).wait_to_read()
 n = cfg['gemm']
 a = mx.nd.random.uniform(shape=(n, n))
 b = mx.nd.random.uniform(shape=(n, n))
-gemms_per_s = timed(lambda: mx.nd.dot(a, b).wait_to_read(), 1.0)
-print(json.dumps({'img_s': batches_per_s * cfg['batch'],
-                  'gemm_flops': gemms_per_s * 2 * n ** 3}))
+gemm = lambda: mx.nd.dot(a, b).wait_to_read()
+# Network and GEMM alternate in short bursts, so that both see the same load.
+img_s, gemm_flops = [], []
+for _ in range(3):
+    img_s.append(timed(forward, cfg['min_time'] / 3) * cfg['batch'])
+    gemm_flops.append(timed(gemm, 0.5) * 2 * n ** 3)
+shares = sorted(i / g for i, g in zip(img_s, gemm_flops))
+print(json.dumps({'img_s': sorted(img_s)[1], 'backend': backend,
+                  'gemm_flops': sorted(gemm_flops)[1], 'share_img': shares[1]}))
 """
 
-CORES = str(os.cpu_count())
-SETTINGS = [
-    # name, environment, MKLDNN subgraph, static memory, fast PReLU
-    ("default", {}, False, True, True),
-    ("omp", {"OMP_NUM_THREADS": CORES}, False, True, True),
-    ("omp-passive", {"OMP_NUM_THREADS": CORES, "OMP_WAIT_POLICY": "PASSIVE"},
-     False, True, True),
-    ("omp+mkldnn", {"OMP_NUM_THREADS": CORES, "MXNET_SUBGRAPH_BACKEND": "MKLDNN"},
-     True, True, True),
-    ("omp+mkldnn-nostatic", {"OMP_NUM_THREADS": CORES,
-                             "MXNET_SUBGRAPH_BACKEND": "MKLDNN"}, True, False, True),
-    ("omp+mkldnn-gluonprelu", {"OMP_NUM_THREADS": CORES,
-                               "MXNET_SUBGRAPH_BACKEND": "MKLDNN"}, True, True, False),
-]
+CORES = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count())
+HALF = str(max(1, int(CORES) // 2))
+# name: (environment, mode, subgraph backend, PReLU form[, micro-batch])
+SETTINGS = {
+    "baseline": ({}, "plain", None, "fast"),
+    "gluon-prelu": ({}, "plain", None, "gluon"),
+    "mxnet-threads": ({"OMP_NUM_THREADS": HALF}, "plain", None, "fast"),
+    "static": ({}, "static", None, "fast"),
+    "static+mkldnn": ({}, "static", "MKLDNN", "fast"),
+    "static+maxprelu": ({}, "static", None, "max"),
+    "prepared": ({}, "static", "MKLDNN", "max"),
+    "prepared+passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "static", "MKLDNN", "max"),
+    "prepared+micro16": ({}, "static", "MKLDNN", "max", 16),
+    "prepared+micro8": ({}, "static", "MKLDNN", "max", 8),
+}
 _CONTROLLED = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MXNET_SUBGRAPH_BACKEND")
 
 
-def measure(model, setting, args):
-    name, extra_env, mkldnn, static, fast = setting
+def measure(model, name, args):
+    extra_env, mode, backend, prelu, *micro = SETTINGS[name]
     env = {k: v for k, v in os.environ.items() if k not in _CONTROLLED}
+    env["OMP_NUM_THREADS"] = CORES
     env.update(extra_env)
     cfg = dict(model=model, batch=args.batch, min_time=args.min_time,
-               gemm=args.gemm, mkldnn=mkldnn, static=static, fast_prelu=fast)
+               gemm=args.gemm, mode=mode, backend=backend, prelu=prelu,
+               micro=micro[0] if micro else 0)
     out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], env=env,
                          capture_output=True, text=True)
     if out.returncode:
@@ -96,6 +123,10 @@ def measure(model, setting, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["mobilefacenet", "iresnet50"])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                        default=[s for s in SETTINGS if "micro" not in s],
+                        help="default: all but the micro-batch settings, which "
+                             "were slower here")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=5.0,
@@ -103,40 +134,55 @@ def main():
                              "(at least one batch)")
     parser.add_argument("--gemm", type=int, default=2048, help="GEMM matrix side")
     args = parser.parse_args()
+    settings = ["baseline"] + [s for s in args.settings if s != "baseline"]
 
     import fr_lib  # noqa: F401  (MXNet import shims)
     from fr_lib.model_zoo import count_flops, get_model
 
     flops = {m: 2 * count_flops(get_model(m)) for m in args.models}
     load_before = os.getloadavg()
-    results = {(m, s[0]): [] for m in args.models for s in SETTINGS}
+    results = {(m, s): [] for m in args.models for s in settings}
     for r in range(args.rounds):
         for model in args.models:
-            for setting in SETTINGS:
-                res = measure(model, setting, args)
-                results[(model, setting[0])].append(res)
-                print(f"round {r + 1}/{args.rounds} {model:<14} {setting[0]:<22} "
-                      f"{res['img_s']:8.1f} img/s  GEMM {res['gemm_flops'] / 1e9:6.1f} "
-                      f"GFLOP/s", flush=True)
+            for name in settings:
+                res = measure(model, name, args)
+                results[(model, name)].append(res)
+                share = res["share_img"] * flops[model]
+                print(f"round {r + 1}/{args.rounds} {model:<14} {name:<18} "
+                      f"{res['img_s']:8.1f} img/s  GEMM "
+                      f"{res['gemm_flops'] / 1e9:6.1f} GFLOP/s  {share:6.1%}",
+                      flush=True)
 
     load_after = os.getloadavg()
-    print(f"\ncores: {os.cpu_count()}, batch: {args.batch}, rounds: {args.rounds}, "
+    print(f"\ncores: {CORES}, batch: {args.batch}, rounds: {args.rounds}, "
           f"GEMM: {args.gemm}x{args.gemm} float32; medians over rounds")
-    print(f"1-min load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
-          "(other processes on these cores slow multi-threaded settings most)")
-    header = (f"{'model':<14}{'setting':<23}{'GFLOPs/img':>11}{'img/s':>9}"
-              f"{'vs default':>11}{'GEMM GFLOP/s':>14}{'utilisation':>13}")
+    print(f"1-min load average before/after: {load_before[0]:.2f} / "
+          f"{load_after[0]:.2f} (other processes on these cores make every "
+          "figure noisy; compare shares within a run)")
+    header = (f"{'model':<14}{'setting':<19}{'GFLOPs/img':>11}{'img/s':>9}"
+              f"{'vs base':>9}{'GEMM GFLOP/s':>14}{'share of GEMM':>15}")
     print(header)
     print("-" * len(header))
+    summary = []
     for model in args.models:
-        base = statistics.median(r["img_s"] for r in results[(model, "default")])
-        for setting in SETTINGS:
-            runs = results[(model, setting[0])]
+        base = statistics.median(r["img_s"] for r in results[(model, "baseline")])
+        shares = {}
+        for name in settings:
+            runs = results[(model, name)]
             img_s = statistics.median(r["img_s"] for r in runs)
             gemm = statistics.median(r["gemm_flops"] for r in runs)
-            print(f"{model:<14}{setting[0]:<23}{flops[model] / 1e9:>11.2f}{img_s:>9.1f}"
-                  f"{img_s / base:>10.2f}x{gemm / 1e9:>14.1f}"
-                  f"{img_s * flops[model] / gemm:>12.1%}")
+            shares[name] = statistics.median(r["share_img"] * flops[model]
+                                             for r in runs)
+            backends = {r["backend"] for r in runs} - {None}
+            note = f"  [{'/'.join(sorted(backends))}]" if backends else ""
+            print(f"{model:<14}{name:<19}{flops[model] / 1e9:>11.2f}{img_s:>9.1f}"
+                  f"{img_s / base:>8.2f}x{gemm / 1e9:>14.1f}"
+                  f"{shares[name]:>14.1%}{note}")
+        best = max(shares, key=shares.get)
+        summary.append(f"{model}: baseline {shares['baseline']:.1%} of GEMM, "
+                       f"best '{best}' {shares[best]:.1%} of GEMM "
+                       f"({shares[best] / shares['baseline']:.2f}x)")
+    print("\n" + "\n".join(summary))
 
 
 if __name__ == "__main__":

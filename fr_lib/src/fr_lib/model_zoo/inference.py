@@ -1,0 +1,172 @@
+"""Settings for fast CPU inference of a trained backbone.
+
+:func:`prepare_for_inference` applies, in place, the settings measured by
+``benchmarks/bench_inference.py``:
+
+- ``hybridize(static_alloc=True, static_shape=True)``: the memory plan and
+  the cached graph are built once for a fixed input shape;
+- MXNet's oneDNN (MKLDNN) subgraph backend, when the build has it and a
+  sample batch is given to verify it: it fuses convolution + BatchNorm
+  (+ ReLU, + residual sum) into one operator with the BatchNorm folded into
+  the convolution weights. MXNet 1.9's partitioner fails on some graphs
+  (SE-LResNet), hence the check and the fallback;
+- a two-pass PReLU forward, ``max(x, alpha * x)``, for every PReLU whose
+  slopes all lie in ``[0, 1]`` (where it equals PReLU exactly); the training
+  form of :class:`~fr_lib.model_zoo.PReLU` makes four full-size passes.
+  PReLU is element-wise and cannot join the oneDNN fusion in MXNet 1.9; in
+  MXNet's profiler it took more time than all of MobileFaceNet's
+  convolutions together.
+
+Use the network for inference only afterwards: the fused operators may keep
+BatchNorm folded into their own copy of the weights, and ``static_shape``
+fixes the batch size (a new shape builds a new graph).
+"""
+import types
+
+import mxnet as mx
+
+from .layers import PReLU
+
+__all__ = ["prepare_for_inference", "mkldnn_available", "inference_prelu_forward"]
+
+
+def mkldnn_available():
+    """Whether this MXNet build has the oneDNN (MKLDNN) operators."""
+    try:
+        return bool(mx.runtime.Features().is_enabled("MKLDNN"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_prelu_forward(F, x, alpha, alpha_shape=None):
+    """PReLU as ``max(x, alpha * x)``, exact when every slope is in [0, 1].
+
+    Parameters
+    ----------
+    F : module
+        ``mx.nd`` or ``mx.sym``.
+    x : NDArray or Symbol
+    alpha : NDArray or Symbol
+        Slopes of shape ``(C,)`` or ``(1,)``.
+    alpha_shape : tuple, optional
+        Shape that broadcasts ``alpha`` against ``x`` (``(1, -1, 1, 1)``
+        for per-channel slopes on feature maps); ``None`` for one slope.
+
+    Returns
+    -------
+    NDArray or Symbol
+    """
+    if alpha_shape is not None:
+        alpha = F.reshape(alpha, shape=alpha_shape)
+    return F.broadcast_maximum(x, F.broadcast_mul(x, alpha))
+
+
+def _fr_prelu_forward(self, F, x, alpha):
+    shape = None if self._in_channels == 1 else self._alpha_shape
+    return inference_prelu_forward(F, x, alpha, shape)
+
+
+def _prelu_blocks(block):
+    if isinstance(block, PReLU):
+        yield block
+    for child in block._children.values():
+        yield from _prelu_blocks(child)
+
+
+def _slopes_in_unit_interval(block):
+    alpha = block.alpha.data(block.alpha.list_ctx()[0]).asnumpy()
+    return bool((alpha >= 0).all() and (alpha <= 1).all())
+
+
+def _max_abs_error(a, b):
+    return float(mx.nd.abs(a - b).max().asscalar())
+
+
+def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
+                          rtol=1e-4):
+    """Hybridize an initialised backbone with the fastest safe CPU settings.
+
+    Parameters
+    ----------
+    net : HybridBlock
+        An initialised (trained or loaded) network; it is changed in place.
+    x : NDArray, optional
+        A sample batch of the shape you will feed. With it the prepared
+        network is checked against the plain network's output on ``x``, and
+        a graph partitioning that fails or changes the result is dropped
+        (MXNet 1.9's oneDNN fusion fails on some graphs, e.g. SE-LResNet).
+    backend : str or None, default 'auto'
+        Subgraph backend for ``hybridize``. ``'auto'`` tries ``'MKLDNN'``
+        when the build has oneDNN (:func:`mkldnn_available`) *and* ``x`` is
+        given to verify it, and uses none otherwise; ``None`` disables graph
+        partitioning; a name such as ``'MKLDNN'`` is used as given (and, with
+        ``x``, verified).
+    static : bool, default True
+        ``static_alloc`` and ``static_shape``.
+    prelu : {'max', 'keep'}, default 'max'
+        ``'max'`` evaluates each :class:`fr_lib.model_zoo.PReLU` whose slopes
+        all lie in [0, 1] as ``max(x, alpha * x)``; PReLUs with other slopes,
+        and ``nn.PReLU`` blocks (whose input rank is unknown), keep their own
+        forward. ``'keep'`` changes no PReLU.
+    rtol : float, default 1e-4
+        Largest accepted ``max|prepared - plain| / max|plain|`` on ``x``.
+
+    Returns
+    -------
+    HybridBlock
+        ``net`` itself, hybridized; call it on batches of a fixed shape. Its
+        attribute ``inference_backend`` says which backend was kept.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``prelu`` or ``backend`` value.
+    RuntimeError
+        When even the network without a subgraph backend disagrees with the
+        plain network on ``x``.
+
+    Notes
+    -----
+    Outputs equal those of the plain network up to float32 rounding
+    (oneDNN reorders sums when it folds BatchNorm into a convolution).
+    ``benchmarks/bench_inference.py`` measures what each setting gains on
+    your machine. Do not train the returned network.
+    """
+    if prelu not in ("max", "keep"):
+        raise ValueError(f"prelu must be 'max' or 'keep', got {prelu!r}")
+    if backend is not None and not isinstance(backend, str):
+        raise ValueError(f"backend must be a string or None, got {backend!r}")
+    if backend == "auto":
+        backend = "MKLDNN" if (mkldnn_available() and x is not None) else None
+    reference = None
+    if x is not None:
+        net.hybridize(active=False)
+        reference = net(x)
+        scale = max(float(mx.nd.abs(reference).max().asscalar()), 1e-30)
+    if prelu == "max":
+        for block in _prelu_blocks(net):
+            if _slopes_in_unit_interval(block):
+                block.hybrid_forward = types.MethodType(_fr_prelu_forward, block)
+    candidates = [backend, None] if backend is not None else [None]
+    for i, candidate in enumerate(candidates):
+        options = dict(static_alloc=static, static_shape=static)
+        if candidate is not None:
+            options["backend"] = candidate
+        net.hybridize(**options)  # also drops any graph cached before
+        net.inference_backend = candidate
+        if reference is None:
+            return net
+        last = i == len(candidates) - 1
+        try:
+            error = _max_abs_error(net(x), reference) / scale
+        except mx.base.MXNetError:
+            if last:
+                raise
+            continue
+        if error <= rtol:
+            return net
+        if last:
+            raise RuntimeError(
+                f"prepared network differs from the plain one by {error:.2e} "
+                f"(relative), more than rtol={rtol}")
+    return net

@@ -1,0 +1,100 @@
+"""prepare_for_inference: same embeddings as the plain network, faster forms.
+
+The reference is the plain, imperative network with the same parameters
+(no hybridization, no oneDNN fusion, the training PReLU); the max-form PReLU
+is checked against a NumPy PReLU.
+"""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from fr_lib.model_zoo import get_model, mkldnn_available, prepare_for_inference
+from fr_lib.model_zoo.inference import inference_prelu_forward
+
+
+def _random_params(net, seed, alpha_range=(0.0, 1.0)):
+    """Weights that make every branch matter: BN statistics and gammas away
+    from (0, 1), PReLU slopes drawn from ``alpha_range``."""
+    mx.random.seed(seed)
+    net.initialize(mx.init.MSRAPrelu())
+    rng = np.random.RandomState(seed)
+    for name, p in net.collect_params().items():
+        if name.endswith("gamma"):
+            value = rng.uniform(0.5, 1.5, p.shape)
+        elif name.endswith(("beta", "running_mean")):
+            value = rng.uniform(-0.1, 0.1, p.shape)
+        elif name.endswith("running_var"):
+            value = rng.uniform(0.5, 1.5, p.shape)
+        elif name.endswith("alpha"):
+            value = rng.uniform(*alpha_range, p.shape)
+        else:
+            continue
+        p.set_data(mx.nd.array(value))
+
+
+def _pair(name, seed=0, alpha_range=(0.0, 1.0)):
+    nets = []
+    for _ in range(2):
+        net = get_model(name)
+        _random_params(net, seed, alpha_range)
+        nets.append(net)
+    return nets
+
+
+def test_max_form_equals_numpy_prelu():
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    alpha = np.array([0.0, 0.25, 1.0], dtype=np.float32)
+    ref = np.where(x >= 0, x, alpha.reshape(1, 3, 1, 1) * x)
+    out = inference_prelu_forward(mx.nd, mx.nd.array(x), mx.nd.array(alpha),
+                                  (1, -1, 1, 1))
+    np.testing.assert_allclose(out.asnumpy(), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, backend, verify", [
+    ("mobilefacenet", "auto", True), ("mobilefacenet", None, False),
+    ("mobilefacenet", "auto", False), ("iresnet18", "auto", True)])
+def test_prepared_network_matches_plain(name, backend, verify):
+    plain, fast = _pair(name)
+    x = mx.nd.array(np.random.RandomState(2).uniform(-1, 1, (4, 3, 112, 112)))
+    ref = plain(x).asnumpy()
+    prepare_for_inference(fast, x if verify else None, backend=backend)
+    if backend is None or not verify:
+        assert fast.inference_backend is None
+    elif mkldnn_available():
+        assert fast.inference_backend == "MKLDNN"
+    for _ in range(2):  # the second call runs the cached, static graph
+        out = fast(x).asnumpy()
+        scale = np.abs(ref).max()
+        assert scale > 1e-3
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.skipif(not mkldnn_available(), reason="needs oneDNN")
+def test_failing_partition_falls_back():
+    # MXNet 1.9's oneDNN partitioning of SE-LResNet fails at the first call.
+    plain, fast = _pair("se_lresnet18e", seed=5)
+    x = mx.nd.array(np.random.RandomState(6).uniform(-1, 1, (2, 3, 112, 112)))
+    ref = plain(x).asnumpy()
+    prepare_for_inference(fast, x, backend="MKLDNN")
+    assert fast.inference_backend is None
+    out = fast(x).asnumpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_slopes_outside_unit_interval_keep_exact_prelu():
+    plain, fast = _pair("mobilefacenet", seed=3, alpha_range=(-0.5, 1.5))
+    x = mx.nd.array(np.random.RandomState(4).uniform(-1, 1, (2, 3, 112, 112)))
+    ref = plain(x).asnumpy()
+    out = prepare_for_inference(fast, x)(x).asnumpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_options_are_checked():
+    net = get_model("mobilefacenet")
+    net.initialize()
+    with pytest.raises(ValueError):
+        prepare_for_inference(net, prelu="fast")
+    with pytest.raises(ValueError):
+        prepare_for_inference(net, backend=1)
+    assert isinstance(mkldnn_available(), bool)
