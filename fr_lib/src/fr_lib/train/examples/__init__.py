@@ -1,0 +1,1 @@
+"""Small runnable programs that the book's sections start as subprocesses."""
