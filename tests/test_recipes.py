@@ -106,3 +106,23 @@ def test_quick_recipe_trains_from_the_command_line(tmp_path):
     best = max(v["metric"] for v in verify)
     assert best > 0.65, verify
     assert (tmp_path / "run" / "checkpoints").is_dir()
+
+    # fr-eval and fr-export on the run just trained
+    from fr_lib import cli
+    bin_path = str(tmp_path / "data" / "synthetic-quick" / "synth_val.bin")
+    env_eval = subprocess.run(
+        [sys.executable, "-c", "import sys; from fr_lib.cli import eval_main; "
+         "sys.exit(eval_main(sys.argv[1:]))", str(tmp_path / "run"), "--bins", bin_path],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert env_eval.returncode == 0, env_eval.stderr[-2000:]
+    row = next(l for l in env_eval.stdout.splitlines() if l.startswith("synth_val"))
+    acc = float(row.split()[2])
+    assert abs(acc / 100 - best) < 0.03, (row, best)   # same protocol, same params
+    assert cli.export_main([str(tmp_path / "run"), "--out", str(tmp_path / "exp" / "m")]) == 0
+    net, config, _ = cli.load_run(str(tmp_path / "run"))
+    from fr_lib.deploy import load_exported
+    import mxnet as mx
+    x = mx.nd.random.uniform(-1, 1, shape=(2, 3, 112, 112))
+    diff = (load_exported(str(tmp_path / "exp" / "m"))(x) - net(x)).abs().max()
+    assert float(diff.asscalar()) < 1e-5
+    assert cli.eval_main([str(tmp_path / "nowhere"), "--bins", bin_path]) == 2
