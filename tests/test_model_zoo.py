@@ -21,7 +21,7 @@ from fr_lib.model_zoo import (IResNet, PReLU, count_flops, count_params,
                               get_model, get_model_list, make_prelu, model_table)
 
 FACE_MODELS = [n for n in get_model_list() if not n.startswith("lenet")]
-EMBEDDING = {"mobilefacenet": 128}
+EMBEDDING = {"mobilefacenet": 128, "quickfacenet": 64}
 
 
 def _sane_init(net, seed=0):
