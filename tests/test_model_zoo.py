@@ -11,6 +11,7 @@ Published figures used below (112x112 input):
   ImageNet): Attention-56 31.9 M parameters, 6.3 G multiply-adds;
   Attention-92 51.3 M, 10.4 G.
 """
+import warnings
 import mxnet as mx
 import numpy as np
 import pytest
@@ -160,13 +161,21 @@ def test_fast_and_gluon_prelu_models_agree(tmp_path):
 # ------------------------------------------------------------ every model
 
 @pytest.mark.parametrize("name", FACE_MODELS)
-def test_every_face_model_runs_hybridized(name):
+def test_every_face_model_runs_hybridized_and_exports(name, tmp_path):
     net = get_model(name)
     net.initialize()
     net.hybridize(static_alloc=True, static_shape=True)
-    out = net(mx.nd.random.uniform(-1, 1, shape=(1, 3, 112, 112)))
+    x = mx.nd.random.uniform(-1, 1, shape=(1, 3, 112, 112))
+    out = net(x)
     assert out.shape == (1, EMBEDDING.get(name, 512))
     assert np.isfinite(out.asnumpy()).all()
+    prefix = str(tmp_path / name)
+    net.export(prefix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # MXNet's imports(): "Cannot decide type"
+        loaded = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                              prefix + "-0000.params")
+    np.testing.assert_allclose(loaded(x).asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mobilefacenet", "mobilefacenet_512", "iresnet18",
