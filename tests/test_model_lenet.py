@@ -59,3 +59,25 @@ def test_narrow_batchnorm_variant_and_prelu_choice():
     np.testing.assert_allclose(fast(x).asnumpy(), slow(x).asnumpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="channels"):
         LeNetPlusPlus(channels=(8, 16))
+
+
+def test_lenetpp_exports_and_reloads(tmp_path):
+    import warnings
+    import mxnet as mx
+    import numpy as np
+    from fr_lib.model_zoo import get_model
+    for name in [n for n in __import__("fr_lib").model_zoo.get_model_list()
+                 if n.startswith("lenet")]:
+        net = get_model(name, embedding_size=3)
+        net.initialize()
+        net.hybridize()
+        x = mx.nd.random.uniform(0, 1, shape=(2, 1, 28, 28))
+        out = net(x)
+        prefix = str(tmp_path / name)
+        net.export(prefix)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                                  prefix + "-0000.params")
+        np.testing.assert_allclose(loaded(x).asnumpy(), out.asnumpy(), rtol=1e-5,
+                                   atol=1e-6)
