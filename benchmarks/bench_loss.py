@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from _common import median, run  # benchmarks/ is on sys.path
+
 # How each loss is fed: extra inputs and the FC width (sub-centre ArcFace
 # has k columns per class, so its baseline is softmax over the same 3C FC).
 SPECS = {
@@ -87,6 +89,7 @@ print(json.dumps(times))
 
 MEMORY_WORKER = SETUP + r"""
 import json
+
 args = json.loads(sys.argv[1])
 n = args["names"][0]
 step = build(n, args["specs"][n], args["batch"], args["dim"], args["classes"])
@@ -96,22 +99,6 @@ step(); step()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"before": before, "peak": peak}))
 """
-
-
-def run(worker, payload):
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    out = subprocess.run([sys.executable, "-c", worker, json.dumps(payload)], env=env,
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
 def main():

@@ -39,6 +39,8 @@ import os
 import subprocess
 import sys
 
+from _common import median, run  # benchmarks/ is on sys.path
+
 SETUP = r"""
 import resource, sys, time
 import fr_lib, mxnet as mx, numpy as np
@@ -109,6 +111,7 @@ print(json.dumps(times))
 
 MEMORY_WORKER = SETUP + r"""
 import json
+
 a = json.loads(sys.argv[1])
 x, labels = inputs(a["batch"], a["dim"], a["classes"])
 with open("/proc/self/statm") as f:
@@ -120,22 +123,6 @@ print(json.dumps({"before": before, "peak": peak, "cols": cols}))
 """
 
 VARIANTS = ("full", "full_l2n", "partial")
-
-
-def run(worker, payload):
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    out = subprocess.run([sys.executable, "-c", worker, json.dumps(payload)], env=env,
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
 def main():
