@@ -10,7 +10,11 @@ from mxnet import autograd
 
 import fr_lib
 from fr_lib.loss import (AdaFaceLoss, ArcFaceLoss, CircleLoss, CosFaceLoss,
+
                          CurricularFaceLoss, MagFaceLoss, SubCenterArcFaceLoss)
+
+# Every test runs with the native operator (fr_lib.ops) and without it.
+pytestmark = pytest.mark.usefixtures("native_mode")
 
 EPS = 1e-7  # the clamp before arccos, as documented
 

@@ -11,6 +11,9 @@ import fr_lib
 from fr_lib.loss import (ArcFaceLoss, CombinedMarginLoss, CosFaceLoss,
                          NormFaceLoss, SphereFaceLoss)
 
+# Every test runs with the native operator (fr_lib.ops) and without it.
+pytestmark = pytest.mark.usefixtures("native_mode")
+
 EPS = 1e-7  # the clamp before arccos, as documented
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 
+from . import ops
 from .data.align import align_face
 from .data.transforms import flip_batch, normalize_batch, decode_image
 from .utils.fileio import atomic_write_bytes
@@ -101,8 +102,10 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
     if ctx is None:
         params = list(net.collect_params().values())
         ctx = params[0].list_ctx()[0] if params else mx.cpu()
-    net.hybridize()
-    with autograd.predict_mode():
+    # Traced without fr_lib's native operators: the files must load in any
+    # MXNet (and convert to ONNX) without fr_lib's compiled library.
+    with ops.native_ops(False), autograd.predict_mode():
+        net.hybridize()
         net(mx.nd.zeros(input_shape, ctx=ctx))
     sym_path, params_path = _paths(prefix, epoch)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,6 +115,7 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
         for src, dst in ((tmp_params, params_path), (tmp_sym, sym_path)):
             with open(src, "rb") as f:
                 atomic_write_bytes(dst, f.read())
+    net.hybridize()  # the next call traces again, with native operators
     return prefix
 
 

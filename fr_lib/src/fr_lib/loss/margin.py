@@ -39,6 +39,7 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import HybridBlock
 
+from .. import ops
 from . import register_loss
 
 __all__ = ["NormFaceLoss", "CosFaceLoss", "ArcFaceLoss", "CombinedMarginLoss",
@@ -105,6 +106,14 @@ class _MarginSoftmaxLoss(HybridBlock):
         label = label.reshape((-1,))
         cos_y = F.pick(cos, label, axis=1)
         target = self._target(F, cos_y, *args)
+        if ops.use_native():
+            # One read of the matrix forward, one write of its gradient
+            # backward (fr_lib.ops); the formula below is the reference.
+            replace = target is not None
+            if not replace:
+                target = F.zeros_like(label)
+            return F.fr_margin_ce(cos, label, target, scale=self._s,
+                                  replace=int(replace))[0]
         if target is not None:
             cos = _replace_target(F, cos, label, target)
         logp = F.log_softmax(cos * self._s, axis=1)

@@ -25,6 +25,7 @@ import types
 
 import mxnet as mx
 
+from .. import ops
 from .layers import PReLU
 
 __all__ = ["prepare_for_inference", "mkldnn_available", "inference_prelu_forward"]
@@ -62,6 +63,8 @@ def inference_prelu_forward(F, x, alpha, alpha_shape=None):
 
 
 def _fr_prelu_forward(self, F, x, alpha):
+    if ops.use_native():  # one pass, exact for every slope
+        return F.fr_prelu(x, alpha)
     shape = None if self._in_channels == 1 else self._alpha_shape
     return inference_prelu_forward(F, x, alpha, shape)
 
