@@ -27,9 +27,13 @@ said otherwise):
 - ``prepared+passive``: also ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP
   threads sleep instead of spinning; can help when other processes share
   the cores);
-- ``prepared+micro16``, ``prepared+micro8``: ``prepared``, with the batch of
-  64 fed as micro-batches of 16 or 8 images (outputs concatenated), so that
-  the activations of the memory-bound element-wise layers stay in cache.
+- ``prepared-no-native``: ``prepared`` with ``FR_LIB_NATIVE=0`` (PReLU from
+  MXNet operators instead of fr_lib's native ``fr_prelu``; every other
+  setting uses the native operator, fr_lib's default on CPU);
+- ``prepared+micro16``, ``prepared+micro8``, ``prepared+micro4``:
+  ``prepared``, with the batch of 64 fed as micro-batches of 16, 8 or 4
+  images (outputs concatenated), so that the activations of the
+  memory-bound element-wise layers stay in cache.
 
     .venv/bin/python benchmarks/bench_inference.py [--rounds 3] [--models ...]
 """
@@ -99,10 +103,13 @@ SETTINGS = {
     "static+maxprelu": ({}, "static", None, "max"),
     "prepared": ({}, "static", "MKLDNN", "max"),
     "prepared+passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "static", "MKLDNN", "max"),
+    "prepared-no-native": ({"FR_LIB_NATIVE": "0"}, "static", "MKLDNN", "max"),
     "prepared+micro16": ({}, "static", "MKLDNN", "max", 16),
     "prepared+micro8": ({}, "static", "MKLDNN", "max", 8),
+    "prepared+micro4": ({}, "static", "MKLDNN", "max", 4),
 }
-_CONTROLLED = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MXNET_SUBGRAPH_BACKEND")
+_CONTROLLED = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MXNET_SUBGRAPH_BACKEND",
+               "FR_LIB_NATIVE")
 
 
 def measure(model, name, args):
@@ -124,9 +131,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["mobilefacenet", "iresnet50"])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS),
-                        default=[s for s in SETTINGS if "micro" not in s],
-                        help="default: all but the micro-batch settings, which "
-                             "were slower here")
+                        default=[s for s in SETTINGS
+                                 if s not in ("prepared+micro16", "prepared+micro8")],
+                        help="default: all but micro-batches of 16 and 8")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=5.0,

@@ -35,6 +35,7 @@ def timed(fn, min_time, min_calls=1):
 
 
 def measure(model, batch, num_ctx, steps, gemm_n=2048):
+    import fr_lib  # noqa: F401  first: it sets OMP_NUM_THREADS before MXNet loads
     import mxnet as mx
     from fr_lib.model_zoo import count_flops, get_model
     from fr_lib.train import ArrayBatches, FaceTrainer, TrainConfig

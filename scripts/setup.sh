@@ -18,6 +18,8 @@ apt_pkgs=()
 # first, Japanese, face of Noto's .ttc collection).
 fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || apt_pkgs+=(fonts-noto-cjk fontconfig)
 fc-list 2>/dev/null | grep -i "WenQuanYi Micro Hei" >/dev/null || apt_pkgs+=(fonts-wqy-microhei)
+# a C++ compiler for fr_lib's native CPU operators (fr_lib.ops)
+command -v c++ >/dev/null || command -v g++ >/dev/null || apt_pkgs+=(g++)
 if (( want_browser )); then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
@@ -55,3 +57,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$digest" ]]; then
 fi
 "$VENV/bin/python" -c "import fr_lib, mxnet, numpy; print('[setup] fr_lib', \
 fr_lib.__version__, '| mxnet', mxnet.__version__, '| numpy', numpy.__version__)"
+# Compile fr_lib's native CPU operators once now (cached under ~/.cache), so
+# that notebooks and tests running in parallel find them built.
+"$VENV/bin/python" -m fr_lib.ops >/dev/null \
+  || log "WARNING: fr_lib's native operators did not build; fr_lib uses its slower pure-MXNet formulas"
