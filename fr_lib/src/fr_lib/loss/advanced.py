@@ -36,6 +36,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
+from .. import ops
 from . import register_loss
 from .margin import ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs
 
@@ -245,6 +246,10 @@ class CurricularFaceLoss(_MarginSoftmaxLoss):
         cos_y = F.pick(cos, label, axis=1)
         cos_ym = F.cos(self._theta(F, cos_y) + self._m)
         target = _arc_fallback(F, cos_y, cos_ym, self._m)
+        if ops.use_native():  # the same, without extra passes (fr_lib.ops)
+            return F.fr_margin_ce(cos, label, target, F.stop_gradient(cos_ym),
+                                  F.stop_gradient(t).reshape((1,)), scale=self._s,
+                                  replace=1, negatives=1)[0]
         # the mask is piecewise constant and t a statistic: both detached
         hard = F.stop_gradient(F.broadcast_greater(cos, cos_ym.reshape((-1, 1))))
         t = F.stop_gradient(t).reshape((1, 1))
@@ -552,8 +557,11 @@ class CircleLoss(_MarginSoftmaxLoss):
         label = label.reshape((-1,))
         cos_y = F.pick(cos, label, axis=1)
         alpha_p = F.stop_gradient(F.relu(1.0 + self._m - cos_y))
-        alpha_n = F.stop_gradient(F.relu(cos + self._m))
         positive = alpha_p * (cos_y - (1.0 - self._m))
+        if ops.use_native():  # the same, without extra passes (fr_lib.ops)
+            return F.fr_margin_ce(cos, label, positive, scale=self._s, replace=1,
+                                  negatives=2, margin=self._m)[0]
+        alpha_n = F.stop_gradient(F.relu(cos + self._m))
         negative = alpha_n * (cos - self._m)
         logits = F.where(_onehot_mask(F, cos, label),
                          F.broadcast_like(positive.reshape((-1, 1)), cos), negative)

@@ -233,85 +233,144 @@ bool ReadLabels(const MXTensor& label, int64_t classes, std::vector<int64_t>* ou
 #define FR_CLONES
 #endif
 
-FR_CLONES float ExpSumF(const float* row, int64_t n, float s, float m) {
-  float part = 0;
+// How the logits of the other classes are formed from their cosines c (the
+// weights are detached, as in the papers: they get no gradient):
+//   kPlain        N(c) = c                                 dN/dc = 1
+//   kCurricular   N(c) = c (t + c) if c > thr_i, else c    t + 2c, else 1
+//                 (CurricularFace, thr_i = cos(theta_y + m), t a statistic)
+//   kCircle       N(c) = [c + m]_+ (c - m)                 [c + m]_+
+//                 (Circle loss, class-level form)
+enum NegMode { kPlain = 0, kCurricular = 1, kCircle = 2 };
+
+struct Neg {
+  double thr, t, m;  // the parameters of the mode in use
+};
+
+template <int MODE, typename T>
+inline T NegLogit(T c, T thr, T t, T m) {
+  if (MODE == kCurricular) return c > thr ? c * (t + c) : c;
+  if (MODE == kCircle) return std::max(c + m, T(0)) * (c - m);
+  return c;
+}
+
+template <int MODE, typename T>
+inline T NegSlope(T c, T thr, T t, T m) {
+  if (MODE == kCurricular) return c > thr ? t + 2 * c : T(1);
+  if (MODE == kCircle) return std::max(c + m, T(0));
+  return T(1);
+}
+
+template <int MODE, typename T>
+inline T MaxLoop(const T* row, int64_t n, T s, T mx, T thr, T t, T m) {
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s * NegLogit<MODE>(row[j], thr, t, m));
+  return mx;
+}
+
+template <int MODE, typename T>
+inline T ExpSumLoop(const T* row, int64_t n, T s, T mx, T thr, T t, T m) {
+  T part = 0;
 #pragma omp simd reduction(+ : part)
-  for (int64_t j = 0; j < n; ++j) part += ExpNeg(s * row[j] - m);
+  for (int64_t j = 0; j < n; ++j)
+    part += ExpNeg(s * NegLogit<MODE>(row[j], thr, t, m) - mx);
   return part;
 }
 
-FR_CLONES float MaxF(const float* row, int64_t n, float s, float m) {
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, s * row[j]);
-  return m;
-}
-
-FR_CLONES void SoftmaxGradF(const float* row, float* drow, int64_t n, float s,
-                            float l, float gs) {
+template <int MODE, typename T>
+inline void GradLoop(const T* row, T* drow, int64_t n, T s, T l, T gs, T thr, T t, T m) {
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) drow[j] = gs * ExpNeg(s * row[j] - l);
-}
-
-template <typename T>
-T RowMax(const T* row, int64_t begin, int64_t end, T s, T m) {
-#pragma omp simd reduction(max : m)
-  for (int64_t j = begin; j < end; ++j) m = std::max(m, s * row[j]);
-  return m;
-}
-template <>
-float RowMax(const float* row, int64_t begin, int64_t end, float s, float m) {
-  return end > begin ? MaxF(row + begin, end - begin, s, m) : m;
-}
-
-template <typename T>
-double RowExpSum(const T* row, int64_t begin, int64_t end, T s, T m) {
-  double sum = 0;
-  for (int64_t j = begin; j < end; ++j) sum += ExpNeg(s * row[j] - m);
-  return sum;
-}
-template <>
-double RowExpSum(const float* row, int64_t begin, int64_t end, float s, float m) {
-  double sum = 0;  // float blocks, double total
-  for (int64_t j0 = begin; j0 < end; j0 += 4096) {
-    sum += ExpSumF(row + j0, std::min(end, j0 + 4096) - j0, s, m);
+  for (int64_t j = 0; j < n; ++j) {
+    const T c = row[j];
+    drow[j] = gs * ExpNeg(s * NegLogit<MODE>(c, thr, t, m) - l) * NegSlope<MODE>(c, thr, t, m);
   }
-  return sum;
 }
 
-template <typename T>
-void SoftmaxGrad(const T* row, T* drow, int64_t n, T s, T l, T gs) {
-  for (int64_t j = 0; j < n; ++j) drow[j] = gs * ExpNeg(s * row[j] - l);
+#define FR_DISPATCH(mode, fn, ...)                                  \
+  (mode == kCurricular ? fn<kCurricular>(__VA_ARGS__)               \
+                       : mode == kCircle ? fn<kCircle>(__VA_ARGS__) \
+                                         : fn<kPlain>(__VA_ARGS__))
+
+#define FR_NEG_F float(p.thr), float(p.t), float(p.m)
+FR_CLONES float MaxF(const float* row, int64_t n, float s, float mx, int mode, Neg p) {
+  return FR_DISPATCH(mode, MaxLoop, row, n, s, mx, FR_NEG_F);
 }
-template <>
-void SoftmaxGrad(const float* row, float* drow, int64_t n, float s, float l, float gs) {
-  SoftmaxGradF(row, drow, n, s, l, gs);
+FR_CLONES float ExpSumF(const float* row, int64_t n, float s, float mx, int mode, Neg p) {
+  return FR_DISPATCH(mode, ExpSumLoop, row, n, s, mx, FR_NEG_F);
+}
+FR_CLONES void GradF(const float* row, float* drow, int64_t n, float s, float l,
+                     float gs, int mode, Neg p) {
+  FR_DISPATCH(mode, GradLoop, row, drow, n, s, l, gs, FR_NEG_F);
+}
+
+double RowMax(const float* row, int64_t n, float s, float mx, int mode, Neg p) {
+  return n > 0 ? MaxF(row, n, s, mx, mode, p) : mx;
+}
+double RowMax(const double* row, int64_t n, double s, double mx, int mode, Neg p) {
+  return FR_DISPATCH(mode, MaxLoop, row, n, s, mx, p.thr, p.t, p.m);
+}
+double RowExpSum(const float* row, int64_t n, float s, float mx, int mode, Neg p) {
+  double sum = 0;  // float blocks, double total
+  for (int64_t j0 = 0; j0 < n; j0 += 4096)
+    sum += ExpSumF(row + j0, std::min(n, j0 + 4096) - j0, s, mx, mode, p);
+  return sum;
+}
+double RowExpSum(const double* row, int64_t n, double s, double mx, int mode, Neg p) {
+  return FR_DISPATCH(mode, ExpSumLoop, row, n, s, mx, p.thr, p.t, p.m);
+}
+void RowGrad(const float* row, float* drow, int64_t n, float s, float l, float gs,
+             int mode, Neg p) {
+  GradF(row, drow, n, s, l, gs, mode, p);
+}
+void RowGrad(const double* row, double* drow, int64_t n, double s, double l, double gs,
+             int mode, Neg p) {
+  FR_DISPATCH(mode, GradLoop, row, drow, n, s, l, gs, p.thr, p.t, p.m);
+}
+
+struct NegInputs {
+  int mode;
+  double m;           // circle margin
+  const void* thr;    // curricular: (batch,) thresholds
+  const void* t;      // curricular: (1,) statistic
+};
+
+template <typename T>
+Neg RowNeg(const NegInputs& in, int64_t i) {
+  Neg p{0.0, 0.0, in.m};
+  if (in.mode == kCurricular) {
+    p.thr = static_cast<const T*>(in.thr)[i];
+    p.t = static_cast<const T*>(in.t)[0];
+  }
+  return p;
 }
 
 // With replace, the true class is left out of both the max and the sum and
 // its target term added, so no cancellation happens when it dominates.
 template <typename T>
 void MarginCEForward(const T* cos, const int64_t* label, const T* target, T* loss,
-                     T* lse, int64_t B, int64_t C, T s, bool replace) {
+                     T* lse, int64_t B, int64_t C, T s, bool replace,
+                     const NegInputs& neg) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < B; ++i) {
     const T* row = cos + i * C;
     const int64_t y = label[i];
+    const Neg p = RowNeg<T>(neg, i);
     const T zy = s * (replace ? target[i] : row[y]);
-    T m = RowMax(row, 0, y, s, zy);
-    m = RowMax(row, y + 1, C, s, m);
-    const double sum = RowExpSum(row, 0, y, s, m) + RowExpSum(row, y + 1, C, s, m) +
-                       static_cast<double>(ExpNeg(zy - m));
-    const double log_sum = std::log(sum);  // m - zy first: exact when equal
-    lse[i] = static_cast<T>(log_sum + m);
-    loss[i] = static_cast<T>(log_sum + (static_cast<double>(m) - zy));
+    T mx = static_cast<T>(RowMax(row, y, s, zy, neg.mode, p));
+    mx = static_cast<T>(RowMax(row + y + 1, C - y - 1, s, mx, neg.mode, p));
+    const double sum = RowExpSum(row, y, s, mx, neg.mode, p) +
+                       RowExpSum(row + y + 1, C - y - 1, s, mx, neg.mode, p) +
+                       static_cast<double>(ExpNeg(zy - mx));
+    const double log_sum = std::log(sum);  // mx - zy first: exact when equal
+    lse[i] = static_cast<T>(log_sum + mx);
+    loss[i] = static_cast<T>(log_sum + (static_cast<double>(mx) - zy));
   }
 }
 
-// d loss_i / d z_ij = p_ij - [j == y_i], z = s * cos (target at y_i).
+// d loss_i / d z_ij = p_ij - [j == y_i], then times dz/dcos.
 template <typename T>
 void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t* label,
                       const T* target, const T* lse, T* dcos, T* dtarget,
-                      int64_t B, int64_t C, T s, bool replace) {
+                      int64_t B, int64_t C, T s, bool replace, const NegInputs& neg) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < B; ++i) {
     const T* row = cos + i * C;
@@ -320,7 +379,7 @@ void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t
     const T l = lse[i];
     const T g = (gloss ? gloss[i] : T(0)) + (glse ? glse[i] : T(0));  // both weight p
     const T gs = g * s;
-    SoftmaxGrad(row, drow, C, s, l, gs);
+    RowGrad(row, drow, C, s, l, gs, neg.mode, RowNeg<T>(neg, i));
     const T gl = gloss ? gloss[i] * s : T(0);  // the -z_y term of the loss
     if (replace) {
       drow[y] = 0;
@@ -344,7 +403,13 @@ MXReturnValue MarginCEParse(const Attrs& attrs, int* num_in, int* num_out) {
     MX_ERROR_MSG << "fr_margin_ce: the scale attribute is required";
     return MX_FAIL;
   }
-  *num_in = 3;
+  const int mode = static_cast<int>(AttrNumber(attrs, "negatives", 0));
+  if (mode < kPlain || mode > kCircle) {
+    MX_ERROR_MSG << "fr_margin_ce: negatives must be 0 (plain), 1 (curricular) "
+                    "or 2 (circle), got " << mode;
+    return MX_FAIL;
+  }
+  *num_in = mode == kCurricular ? 5 : 3;  // + thresholds (batch,), t (1,)
   *num_out = 2;
   return MX_SUCCESS;
 }
@@ -354,9 +419,11 @@ MXReturnValue MarginCEType(const Attrs&, std::vector<int>* in, std::vector<int>*
     MX_ERROR_MSG << "fr_margin_ce: cos must be float32 or float64 (CPU operator)";
     return MX_FAIL;
   }
-  if (in->at(2) != in->at(0)) {
-    MX_ERROR_MSG << "fr_margin_ce: target must have the dtype of cos";
-    return MX_FAIL;
+  for (size_t k = 2; k < in->size(); ++k) {
+    if (in->at(k) != in->at(0)) {
+      MX_ERROR_MSG << "fr_margin_ce: input " << k << " must have the dtype of cos";
+      return MX_FAIL;
+    }
   }
   out->at(0) = in->at(0);
   out->at(1) = in->at(0);
@@ -371,18 +438,30 @@ MXReturnValue MarginCEShape(const Attrs&, std::vector<std::vector<unsigned int> 
                  << cos.size() << " dimensions";
     return MX_FAIL;
   }
-  for (int k = 1; k <= 2; ++k) {
+  const char* names[] = {"", "label", "target", "thresholds", "t"};
+  for (size_t k = 1; k < in->size(); ++k) {
     int64_t n = 1;
     for (unsigned int d : in->at(k)) n *= d;
-    if (n != cos[0]) {
-      MX_ERROR_MSG << "fr_margin_ce: " << (k == 1 ? "label" : "target")
-                   << " must have one value per row (" << cos[0] << "), got " << n;
+    const int64_t want = k == 4 ? 1 : cos[0];
+    if (n != want) {
+      MX_ERROR_MSG << "fr_margin_ce: " << names[k] << " must have " << want
+                   << " value(s), got " << n;
       return MX_FAIL;
     }
   }
   out->at(0) = std::vector<unsigned int>{cos[0]};
   out->at(1) = std::vector<unsigned int>{cos[0]};
   return MX_SUCCESS;
+}
+
+NegInputs ReadNeg(const Attrs& attrs, std::vector<MXTensor>* in, size_t first) {
+  NegInputs neg{static_cast<int>(AttrNumber(attrs, "negatives", 0)),
+                AttrNumber(attrs, "margin", 0.0), nullptr, nullptr};
+  if (neg.mode == kCurricular) {
+    neg.thr = in->at(first).data_ptr;
+    neg.t = in->at(first + 1).data_ptr;
+  }
+  return neg;
 }
 
 MXReturnValue MarginCEForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
@@ -393,20 +472,29 @@ MXReturnValue MarginCEForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   if (!ReadLabels(in->at(1), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
   const bool replace = AttrNumber(attrs, "replace", 1.0) != 0;
+  const NegInputs neg = ReadNeg(attrs, in, 3);
   if (cos.dtype == kFloat32) {
     MarginCEForward(cos.data<float>(), label.data(), in->at(2).data<float>(),
                     out->at(0).data<float>(), out->at(1).data<float>(), B, C,
-                    static_cast<float>(s), replace);
+                    static_cast<float>(s), replace, neg);
   } else {
     MarginCEForward(cos.data<double>(), label.data(), in->at(2).data<double>(),
                     out->at(0).data<double>(), out->at(1).data<double>(), B, C, s,
-                    replace);
+                    replace, neg);
   }
   return MX_SUCCESS;
 }
 
-// Backward inputs: gradients of (loss, lse), inputs (cos, label, target),
-// outputs (loss, lse). Outputs: gradients of (cos, label, target).
+void Zero(MXTensor* t) {
+  if (t->data_ptr) {
+    std::memset(t->data_ptr, 0, t->size() *
+                (t->dtype == kFloat64 || t->dtype == kInt64 ? 8 : 4));
+  }
+}
+
+// Backward inputs: gradients of (loss, lse), the inputs (cos, label, target
+// [, thresholds, t]), the outputs (loss, lse). Outputs: gradients of the
+// inputs; label, thresholds and t get zeros (they are not differentiable).
 MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
                                   std::vector<MXTensor>* out, const OpResource&) {
   MXTensor& cos = in->at(2);
@@ -415,19 +503,22 @@ MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   if (!ReadLabels(in->at(3), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
   const bool replace = AttrNumber(attrs, "replace", 1.0) != 0;
-  MXTensor& dlabel = out->at(1);
-  if (dlabel.data_ptr) std::memset(dlabel.data_ptr, 0, dlabel.size() *
-      (dlabel.dtype == kFloat64 || dlabel.dtype == kInt64 ? 8 : 4));
+  const NegInputs neg = ReadNeg(attrs, in, 5);
+  const size_t lse_at = in->size() - 1;
+  for (size_t k = 0; k < out->size(); ++k) {
+    if (k != 0 && k != 2) Zero(&out->at(k));
+  }
   if (cos.dtype == kFloat32) {
     MarginCEBackward(in->at(0).data<float>(), in->at(1).data<float>(),
                      cos.data<float>(), label.data(), in->at(4).data<float>(),
-                     in->at(6).data<float>(), out->at(0).data<float>(),
-                     out->at(2).data<float>(), B, C, static_cast<float>(s), replace);
+                     in->at(lse_at).data<float>(), out->at(0).data<float>(),
+                     out->at(2).data<float>(), B, C, static_cast<float>(s), replace,
+                     neg);
   } else {
     MarginCEBackward(in->at(0).data<double>(), in->at(1).data<double>(),
                      cos.data<double>(), label.data(), in->at(4).data<double>(),
-                     in->at(6).data<double>(), out->at(0).data<double>(),
-                     out->at(2).data<double>(), B, C, s, replace);
+                     in->at(lse_at).data<double>(), out->at(0).data<double>(),
+                     out->at(2).data<double>(), B, C, s, replace, neg);
   }
   return MX_SUCCESS;
 }
