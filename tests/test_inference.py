@@ -11,6 +11,9 @@ import pytest
 from fr_lib.model_zoo import get_model, mkldnn_available, prepare_for_inference
 from fr_lib.model_zoo.inference import inference_prelu_forward
 
+# With fr_lib's native PReLU (fr_lib.ops) and with the MXNet-operator forms.
+pytestmark = pytest.mark.usefixtures("native_mode")
+
 
 def _random_params(net, seed, alpha_range=(0.0, 1.0)):
     """Weights that make every branch matter: BN statistics and gammas away
@@ -88,6 +91,20 @@ def test_slopes_outside_unit_interval_keep_exact_prelu():
     ref = plain(x).asnumpy()
     out = prepare_for_inference(fast, x)(x).asnumpy()
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_micro_batches_give_the_same_embeddings():
+    plain, fast = _pair("mobilefacenet", seed=5)
+    x = mx.nd.array(np.random.RandomState(6).uniform(-1, 1, (10, 3, 112, 112)))
+    ref = plain(x).asnumpy()
+    fast = prepare_for_inference(fast, x, micro_batch=4)   # 4 + 4 + 2 images
+    out = fast(x).asnumpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    # preparing again replaces the micro-batching instead of stacking it
+    again = prepare_for_inference(fast, x)(x).asnumpy()
+    np.testing.assert_allclose(again, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="micro_batch"):
+        prepare_for_inference(fast, micro_batch=0)
 
 
 def test_options_are_checked():

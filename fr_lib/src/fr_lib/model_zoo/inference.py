@@ -10,12 +10,17 @@
   (+ ReLU, + residual sum) into one operator with the BatchNorm folded into
   the convolution weights. MXNet 1.9's partitioner fails on some graphs
   (SE-LResNet), hence the check and the fallback;
-- a two-pass PReLU forward, ``max(x, alpha * x)``, for every PReLU whose
-  slopes all lie in ``[0, 1]`` (where it equals PReLU exactly); the training
-  form of :class:`~fr_lib.model_zoo.PReLU` makes four full-size passes.
-  PReLU is element-wise and cannot join the oneDNN fusion in MXNet 1.9; in
-  MXNet's profiler it took more time than all of MobileFaceNet's
-  convolutions together.
+- a one-pass PReLU: :class:`~fr_lib.model_zoo.PReLU` already uses fr_lib's
+  native ``fr_prelu`` operator on CPU (:mod:`fr_lib.ops`); without it
+  (``FR_LIB_NATIVE=0``, no compiler) every PReLU whose slopes all lie in
+  ``[0, 1]`` is evaluated as ``max(x, alpha * x)`` (two passes, exact there)
+  instead of the four passes of the training form. PReLU is element-wise
+  and cannot join the oneDNN fusion in MXNet 1.9: besides its own pass,
+  each one costs two layout conversions between oneDNN's blocked layout
+  and the plain one;
+- optionally, micro-batches (``micro_batch``): a batch is run a few images
+  at a time so that each layer's activations stay in the CPU caches, which
+  pays off for the memory-bound layers of MobileFaceNet.
 
 Use the network for inference only afterwards: the fused operators may keep
 BatchNorm folded into their own copy of the weights, and ``static_shape``
@@ -81,12 +86,21 @@ def _slopes_in_unit_interval(block):
     return bool((alpha >= 0).all() and (alpha <= 1).all())
 
 
+def _micro_batched(forward, size):
+    def call(self, x, *args):
+        if not isinstance(x, mx.nd.NDArray) or x.shape[0] <= size:
+            return forward(x, *args)
+        parts = [forward(x[i:i + size], *args) for i in range(0, x.shape[0], size)]
+        return mx.nd.concat(*parts, dim=0)
+    return call
+
+
 def _max_abs_error(a, b):
     return float(mx.nd.abs(a - b).max().asscalar())
 
 
 def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
-                          rtol=1e-4):
+                          rtol=1e-4, micro_batch=None):
     """Hybridize an initialised backbone with the fastest safe CPU settings.
 
     Parameters
@@ -107,12 +121,18 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     static : bool, default True
         ``static_alloc`` and ``static_shape``.
     prelu : {'max', 'keep'}, default 'max'
-        ``'max'`` evaluates each :class:`fr_lib.model_zoo.PReLU` whose slopes
-        all lie in [0, 1] as ``max(x, alpha * x)``; PReLUs with other slopes,
-        and ``nn.PReLU`` blocks (whose input rank is unknown), keep their own
-        forward. ``'keep'`` changes no PReLU.
+        ``'max'``: each :class:`fr_lib.model_zoo.PReLU` uses the native
+        ``fr_prelu`` when it is available, else, if its slopes all lie in
+        [0, 1], ``max(x, alpha * x)``; other PReLUs and ``nn.PReLU`` blocks
+        (whose input rank is unknown) keep their own forward. ``'keep'``
+        changes no PReLU.
     rtol : float, default 1e-4
         Largest accepted ``max|prepared - plain| / max|plain|`` on ``x``.
+    micro_batch : int, optional
+        Run larger batches this many images at a time and concatenate the
+        outputs (the result is the same). ``benchmarks/bench_inference.py``
+        measures whether and how much it helps on your machine
+        (``prepared+micro4``).
 
     Returns
     -------
@@ -135,6 +155,8 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     ``benchmarks/bench_inference.py`` measures what each setting gains on
     your machine. Do not train the returned network.
     """
+    if micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
+        raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
     if prelu not in ("max", "keep"):
         raise ValueError(f"prelu must be 'max' or 'keep', got {prelu!r}")
     if backend is not None and not isinstance(backend, str):
@@ -150,6 +172,10 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
         for block in _prelu_blocks(net):
             if _slopes_in_unit_interval(block):
                 block.hybrid_forward = types.MethodType(_fr_prelu_forward, block)
+    plain_forward = net.__dict__.get("_fr_plain_forward", net.forward)
+    net._fr_plain_forward = plain_forward
+    net.forward = (plain_forward if micro_batch is None
+                   else types.MethodType(_micro_batched(plain_forward, micro_batch), net))
     candidates = [backend, None] if backend is not None else [None]
     for i, candidate in enumerate(candidates):
         options = dict(static_alloc=static, static_shape=static)
