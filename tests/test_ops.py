@@ -184,6 +184,40 @@ def test_margin_ce_is_accurate_when_the_true_class_dominates():
     np.testing.assert_allclose(loss, ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_margin_ce_subcenters_take_the_best_column(dtype, tol):
+    """subcenters=k: a class's cosine is the largest of its k columns, and
+    the gradient reaches that column only."""
+    rng = np.random.RandomState(4)
+    batch, classes, k, s = 4, 6, 3, 10.0
+    raw = rng.uniform(-1, 1, size=(batch, classes * k)).astype(dtype)
+    label = rng.randint(0, classes, size=batch)
+    grouped = raw.reshape(batch, classes, k)
+    cos = grouped.max(axis=2)
+    target = (cos[np.arange(batch), label] - 0.25).astype(dtype)
+    c = mx.nd.array(raw, dtype=dtype)
+    t = mx.nd.array(target, dtype=dtype)
+    c.attach_grad()
+    t.attach_grad()
+    with autograd.record():
+        loss = mx.nd.fr_margin_ce(c, mx.nd.array(label, dtype=dtype), t, scale=s,
+                                  subcenters=k)[0]
+    loss.backward()
+    ref = _margin_ce_ref(cos, label, target.astype("float64"), s, True)
+    np.testing.assert_allclose(loss.asnumpy(), ref, rtol=tol, atol=tol)
+    _, dcos, dt = _run_margin_ce(cos, label, target, s, True)
+    expect = np.zeros_like(grouped)
+    best = grouped.argmax(axis=2)
+    for i, j in np.ndindex(batch, classes):
+        expect[i, j, best[i, j]] = dcos[i, j]
+    np.testing.assert_allclose(c.grad.asnumpy(), expect.reshape(raw.shape),
+                               rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(t.grad.asnumpy(), dt, rtol=tol * 10, atol=tol)
+    with pytest.raises(mx.base.MXNetError, match="whole number of classes"):
+        mx.nd.fr_margin_ce(c, mx.nd.array(label), t, scale=s,
+                           subcenters=4)[0].wait_to_read()
+
+
 def test_margin_ce_rejects_out_of_range_labels():
     with pytest.raises(mx.base.MXNetError, match="label 7"):
         mx.nd.fr_margin_ce(mx.nd.zeros((2, 5)), mx.nd.array([1, 7]), mx.nd.zeros(2),

@@ -38,7 +38,7 @@ from mxnet import autograd
 
 from .. import ops
 from . import register_loss
-from .margin import ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs
+from .margin import ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs, _check_labels
 
 __all__ = ["SubCenterArcFaceLoss", "CurricularFaceLoss", "MagFaceLoss",
            "AdaFaceLoss", "CircleLoss"]
@@ -145,6 +145,15 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             if cos.shape[1] % self._k:
                 raise ValueError(f"the cosine matrix has {cos.shape[1]} columns, "
                                  f"not divisible by k={self._k} sub-centres per class")
+        if ops.use_native():  # the max over sub-centres inside the kernel
+            if F is mx.nd:
+                _check_labels(label, cos.shape[0], cos.shape[1] // self._k)
+            label = label.reshape((-1,))
+            grouped = cos.reshape((0, -4, -1, self._k))
+            per_centre = F.broadcast_axis(label.reshape((-1, 1)), axis=1, size=self._k)
+            cos_y = F.max(F.pick(grouped, per_centre, axis=1), axis=1)
+            return F.fr_margin_ce(cos, label, self._target(F, cos_y), scale=self._s,
+                                  replace=1, subcenters=self._k)[0]
         # (batch, C*k) -> (batch, C, k): class-major, then the nearest sub-centre
         cos = F.max(cos.reshape((0, -4, -1, self._k)), axis=2)
         return super().hybrid_forward(F, cos, label)

@@ -57,7 +57,10 @@ def _check_inputs(cos, label):
     if cos.ndim != 2:
         raise ValueError(f"expected the cosine matrix of shape (batch, num_classes), "
                          f"got shape {cos.shape}")
-    batch, num_classes = cos.shape
+    _check_labels(label, *cos.shape)
+
+
+def _check_labels(label, batch, num_classes):
     if label.size != batch:
         raise ValueError(f"expected {batch} labels (one per row of the cosine "
                          f"matrix), got shape {label.shape}")

@@ -13,6 +13,9 @@
 // passes over that matrix than plain softmax (the target itself, one value
 // per row, is computed by ordinary MXNet operators and differentiated by
 // autograd). Outputs: loss and the row log-sum-exp (kept for backward).
+// Attributes: scale; replace (default 1); negatives = 0 plain, 1 CurricularFace
+// (two more inputs: thresholds (batch,), t (1,)), 2 Circle loss (margin);
+// subcenters = K columns per class, a class's cosine being the largest.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -345,13 +348,81 @@ Neg RowNeg(const NegInputs& in, int64_t i) {
 
 // With replace, the true class is left out of both the max and the sum and
 // its target term added, so no cancellation happens when it dominates.
+// Sub-centre ArcFace: the matrix has K columns per class, side by side; a
+// class's cosine is the largest of its K (computed per row into a buffer,
+// which stays in cache), and its gradient goes to that column only.
+template <int KC, typename T>
+inline void ClassMaxLoop(const T* raw, int64_t C, int64_t K, T* buf, int32_t* arg) {
+  const int64_t k = KC > 0 ? KC : K;  // compile-time K for the common cases
+#pragma omp simd
+  for (int64_t j = 0; j < C; ++j) {
+    const T* g = raw + j * k;
+    T best = g[0];
+    int32_t at = 0;
+    for (int64_t r = 1; r < k; ++r) {
+      const bool gt = g[r] > best;
+      best = gt ? g[r] : best;
+      at = gt ? static_cast<int32_t>(r) : at;
+    }
+    buf[j] = best;
+    arg[j] = at;
+  }
+}
+
+template <int KC, typename T>
+inline void ScatterLoop(const T* g, const int32_t* arg, int64_t C, int64_t K, T* out) {
+  const int64_t k = KC > 0 ? KC : K;
+#pragma omp simd
+  for (int64_t j = 0; j < C; ++j) {
+    for (int64_t r = 0; r < k; ++r) out[j * k + r] = r == arg[j] ? g[j] : T(0);
+  }
+}
+
+#define FR_DISPATCH_K(K, fn, ...)                                                    \
+  (K == 2 ? fn<2>(__VA_ARGS__) : K == 3 ? fn<3>(__VA_ARGS__)                         \
+                                        : K == 4 ? fn<4>(__VA_ARGS__) : fn<0>(__VA_ARGS__))
+
+FR_CLONES void ClassMaxF(const float* raw, int64_t C, int64_t K, float* buf, int32_t* arg) {
+  FR_DISPATCH_K(K, ClassMaxLoop, raw, C, K, buf, arg);
+}
+FR_CLONES void ScatterF(const float* g, const int32_t* arg, int64_t C, int64_t K, float* out) {
+  FR_DISPATCH_K(K, ScatterLoop, g, arg, C, K, out);
+}
+void ClassMaxT(const float* raw, int64_t C, int64_t K, float* buf, int32_t* arg) {
+  ClassMaxF(raw, C, K, buf, arg);
+}
+void ClassMaxT(const double* raw, int64_t C, int64_t K, double* buf, int32_t* arg) {
+  ClassMaxLoop<0>(raw, C, K, buf, arg);
+}
+void ScatterT(const float* g, const int32_t* arg, int64_t C, int64_t K, float* out) {
+  ScatterF(g, arg, C, K, out);
+}
+void ScatterT(const double* g, const int32_t* arg, int64_t C, int64_t K, double* out) {
+  ScatterLoop<0>(g, arg, C, K, out);
+}
+
+// Sub-centre ArcFace: the matrix has K columns per class, side by side; a
+// class's cosine is the largest of its K (computed per row into a buffer,
+// which stays in cache), and its gradient goes to that column only.
+template <typename T>
+const T* ClassMax(const T* raw, int64_t C, int64_t K, std::vector<T>* buf,
+                  std::vector<int32_t>* arg) {
+  if (K == 1) return raw;
+  buf->resize(C);
+  arg->resize(C);
+  ClassMaxT(raw, C, K, buf->data(), arg->data());
+  return buf->data();
+}
+
 template <typename T>
 void MarginCEForward(const T* cos, const int64_t* label, const T* target, T* loss,
                      T* lse, int64_t B, int64_t C, T s, bool replace,
-                     const NegInputs& neg) {
+                     const NegInputs& neg, int64_t K) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < B; ++i) {
-    const T* row = cos + i * C;
+    thread_local std::vector<T> buf;
+    thread_local std::vector<int32_t> arg;
+    const T* row = ClassMax(cos + i * C * K, C, K, &buf, &arg);
     const int64_t y = label[i];
     const Neg p = RowNeg<T>(neg, i);
     const T zy = s * (replace ? target[i] : row[y]);
@@ -370,11 +441,15 @@ void MarginCEForward(const T* cos, const int64_t* label, const T* target, T* los
 template <typename T>
 void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t* label,
                       const T* target, const T* lse, T* dcos, T* dtarget,
-                      int64_t B, int64_t C, T s, bool replace, const NegInputs& neg) {
+                      int64_t B, int64_t C, T s, bool replace, const NegInputs& neg,
+                      int64_t K) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < B; ++i) {
-    const T* row = cos + i * C;
-    T* drow = dcos + i * C;
+    thread_local std::vector<T> buf, gbuf;
+    thread_local std::vector<int32_t> arg;
+    const T* row = ClassMax(cos + i * C * K, C, K, &buf, &arg);
+    if (K > 1) gbuf.resize(C);
+    T* drow = K > 1 ? gbuf.data() : dcos + i * C;
     const int64_t y = label[i];
     const T l = lse[i];
     const T g = (gloss ? gloss[i] : T(0)) + (glse ? glse[i] : T(0));  // both weight p
@@ -388,6 +463,7 @@ void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t
       drow[y] -= gl;
       dtarget[i] = 0;
     }
+    if (K > 1) ScatterT(drow, arg.data(), C, K, dcos + i * C * K);  // to the winners
   }
 }
 
@@ -430,12 +506,18 @@ MXReturnValue MarginCEType(const Attrs&, std::vector<int>* in, std::vector<int>*
   return MX_SUCCESS;
 }
 
-MXReturnValue MarginCEShape(const Attrs&, std::vector<std::vector<unsigned int> >* in,
+MXReturnValue MarginCEShape(const Attrs& attrs, std::vector<std::vector<unsigned int> >* in,
                             std::vector<std::vector<unsigned int> >* out) {
   const std::vector<unsigned int>& cos = in->at(0);
   if (cos.size() != 2) {
     MX_ERROR_MSG << "fr_margin_ce: cos must be (batch, classes), got "
                  << cos.size() << " dimensions";
+    return MX_FAIL;
+  }
+  const int64_t K = static_cast<int64_t>(AttrNumber(attrs, "subcenters", 1));
+  if (K < 1 || cos[1] % K != 0) {
+    MX_ERROR_MSG << "fr_margin_ce: " << cos[1] << " columns are not a whole number of "
+                 << "classes with subcenters=" << K;
     return MX_FAIL;
   }
   const char* names[] = {"", "label", "target", "thresholds", "t"};
@@ -467,7 +549,8 @@ NegInputs ReadNeg(const Attrs& attrs, std::vector<MXTensor>* in, size_t first) {
 MXReturnValue MarginCEForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
                                  std::vector<MXTensor>* out, const OpResource&) {
   MXTensor& cos = in->at(0);
-  const int64_t B = cos.shape[0], C = cos.shape[1];
+  const int64_t K = static_cast<int64_t>(AttrNumber(attrs, "subcenters", 1));
+  const int64_t B = cos.shape[0], C = cos.shape[1] / K;
   std::vector<int64_t> label;
   if (!ReadLabels(in->at(1), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
@@ -476,11 +559,11 @@ MXReturnValue MarginCEForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   if (cos.dtype == kFloat32) {
     MarginCEForward(cos.data<float>(), label.data(), in->at(2).data<float>(),
                     out->at(0).data<float>(), out->at(1).data<float>(), B, C,
-                    static_cast<float>(s), replace, neg);
+                    static_cast<float>(s), replace, neg, K);
   } else {
     MarginCEForward(cos.data<double>(), label.data(), in->at(2).data<double>(),
                     out->at(0).data<double>(), out->at(1).data<double>(), B, C, s,
-                    replace, neg);
+                    replace, neg, K);
   }
   return MX_SUCCESS;
 }
@@ -498,7 +581,8 @@ void Zero(MXTensor* t) {
 MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
                                   std::vector<MXTensor>* out, const OpResource&) {
   MXTensor& cos = in->at(2);
-  const int64_t B = cos.shape[0], C = cos.shape[1];
+  const int64_t K = static_cast<int64_t>(AttrNumber(attrs, "subcenters", 1));
+  const int64_t B = cos.shape[0], C = cos.shape[1] / K;
   std::vector<int64_t> label;
   if (!ReadLabels(in->at(3), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
@@ -513,12 +597,12 @@ MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
                      cos.data<float>(), label.data(), in->at(4).data<float>(),
                      in->at(lse_at).data<float>(), out->at(0).data<float>(),
                      out->at(2).data<float>(), B, C, static_cast<float>(s), replace,
-                     neg);
+                     neg, K);
   } else {
     MarginCEBackward(in->at(0).data<double>(), in->at(1).data<double>(),
                      cos.data<double>(), label.data(), in->at(4).data<double>(),
                      in->at(lse_at).data<double>(), out->at(0).data<double>(),
-                     out->at(2).data<double>(), B, C, s, replace, neg);
+                     out->at(2).data<double>(), B, C, s, replace, neg, K);
   }
   return MX_SUCCESS;
 }
