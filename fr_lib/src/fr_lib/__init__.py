@@ -9,16 +9,18 @@ Importing ``fr_lib`` first makes MXNet 1.9.1 importable on the running Python
 - :mod:`fr_lib.metrics` -- similarity and verification metrics
 - :mod:`fr_lib.train` -- multi-device training helpers
 - :mod:`fr_lib.utils` -- devices, quick mode, plots, timers, widgets
+- :mod:`fr_lib.ops` -- native CPU operators (PReLU, margin softmax), compiled
+  on first use, with pure-MXNet fallbacks
 """
 from ._version import __version__
 from ._compat import CompatibilityError, import_mxnet
 
 mx = import_mxnet()
 
-from . import utils, data, loss, model_zoo, metrics, train  # noqa: E402
+from . import ops, utils, data, loss, model_zoo, metrics, train  # noqa: E402
 from .loss import get_loss, get_loss_list  # noqa: E402
 from .model_zoo import get_model, get_model_list  # noqa: E402
 
-__all__ = ["__version__", "CompatibilityError", "utils", "data", "loss",
+__all__ = ["__version__", "CompatibilityError", "ops", "utils", "data", "loss",
            "model_zoo", "metrics", "train", "get_loss", "get_loss_list",
            "get_model", "get_model_list"]
