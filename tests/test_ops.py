@@ -218,6 +218,32 @@ def test_margin_ce_subcenters_take_the_best_column(dtype, tol):
                            subcenters=4)[0].wait_to_read()
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_margin_ce_target_slope_equals_autograd_through_the_target(k):
+    """target_slope: the kernel applies d target / d cos_y itself; the
+    gradient must equal autograd's through pick -> target."""
+    rng = np.random.RandomState(5)
+    batch, classes, s = 5, 7, 12.0
+    raw = mx.nd.array(rng.uniform(-1, 1, size=(batch, classes * k)), dtype="float64")
+    label = mx.nd.array(rng.randint(0, classes, size=batch), dtype="float64")
+    per_centre = mx.nd.broadcast_axis(label.reshape((-1, 1)), axis=1, size=k)
+    grads = []
+    for use_slope in (True, False):
+        c = raw.copy()
+        c.attach_grad()
+        with autograd.record():
+            cos_y = mx.nd.pick(c.reshape((0, -4, -1, k)), per_centre, axis=1).max(axis=1)
+            if use_slope:
+                cos_y = mx.nd.stop_gradient(cos_y)
+            target = 0.8 * cos_y * cos_y - 0.3          # slope 1.6 cos_y
+            extra = [1.6 * cos_y] if use_slope else []
+            loss = mx.nd.fr_margin_ce(c, label, target, *extra, scale=s, subcenters=k,
+                                      target_slope=int(use_slope))[0]
+        loss.backward()
+        grads.append(c.grad.asnumpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
 def test_margin_ce_rejects_out_of_range_labels():
     with pytest.raises(mx.base.MXNetError, match="label 7"):
         mx.nd.fr_margin_ce(mx.nd.zeros((2, 5)), mx.nd.array([1, 7]), mx.nd.zeros(2),

@@ -151,9 +151,12 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             label = label.reshape((-1,))
             grouped = cos.reshape((0, -4, -1, self._k))
             per_centre = F.broadcast_axis(label.reshape((-1, 1)), axis=1, size=self._k)
-            cos_y = F.max(F.pick(grouped, per_centre, axis=1), axis=1)
-            return F.fr_margin_ce(cos, label, self._target(F, cos_y), scale=self._s,
-                                  replace=1, subcenters=self._k)[0]
+            # The target's own gradient is applied by the kernel (its slope),
+            # so no dense (batch, C*k) gradient of this pick is ever formed.
+            cos_y = F.stop_gradient(F.max(F.pick(grouped, per_centre, axis=1), axis=1))
+            return F.fr_margin_ce(cos, label, self._target(F, cos_y),
+                                  self._target_slope(F, cos_y), scale=self._s,
+                                  replace=1, subcenters=self._k, target_slope=1)[0]
         # (batch, C*k) -> (batch, C, k): class-major, then the nearest sub-centre
         cos = F.max(cos.reshape((0, -4, -1, self._k)), axis=2)
         return super().hybrid_forward(F, cos, label)

@@ -244,6 +244,17 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
             return F.where(cos_y > 0, with_margin, cos_y)
         return F.where(cos_y > self._th, with_margin, cos_y - self._mm)
 
+    def _target_slope(self, F, cos_y):
+        """d target / d cos θ_y, the derivative autograd takes of _target:
+        sin(θ + m) / sin θ inside the clamp, 0 where cos θ is clamped, 1 on
+        the fallback (or easy-margin) branch."""
+        lo, hi = -1.0 + self._eps, 1.0 - self._eps
+        theta = self._theta(F, cos_y)
+        inside = (cos_y > lo) * (cos_y < hi)
+        with_margin = inside * F.sin(theta + self._m) / F.sin(theta)
+        branch = cos_y > 0 if self._easy_margin else cos_y > self._th
+        return F.where(branch, with_margin, F.ones_like(cos_y))
+
 
 @register_loss("combined")
 class CombinedMarginLoss(_MarginSoftmaxLoss):

@@ -15,7 +15,9 @@
 // autograd). Outputs: loss and the row log-sum-exp (kept for backward).
 // Attributes: scale; replace (default 1); negatives = 0 plain, 1 CurricularFace
 // (two more inputs: thresholds (batch,), t (1,)), 2 Circle loss (margin);
-// subcenters = K columns per class, a class's cosine being the largest.
+// subcenters = K columns per class, a class's cosine being the largest;
+// target_slope = 1: one more input, d target / d cos[i, y], applied in the
+// backward pass (the caller then stops the gradient into the target).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -442,7 +444,7 @@ template <typename T>
 void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t* label,
                       const T* target, const T* lse, T* dcos, T* dtarget,
                       int64_t B, int64_t C, T s, bool replace, const NegInputs& neg,
-                      int64_t K) {
+                      int64_t K, const T* slope) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < B; ++i) {
     thread_local std::vector<T> buf, gbuf;
@@ -457,8 +459,10 @@ void MarginCEBackward(const T* gloss, const T* glse, const T* cos, const int64_t
     RowGrad(row, drow, C, s, l, gs, neg.mode, RowNeg<T>(neg, i));
     const T gl = gloss ? gloss[i] * s : T(0);  // the -z_y term of the loss
     if (replace) {
-      drow[y] = 0;
       dtarget[i] = gs * ExpNeg(s * target[i] - l) - gl;
+      // with target_slope, the target's dependence on cos[i, y] is applied
+      // here (chain rule) instead of through autograd and a dense pick
+      drow[y] = slope ? dtarget[i] * slope[i] : T(0);
     } else {
       drow[y] -= gl;
       dtarget[i] = 0;
@@ -485,7 +489,9 @@ MXReturnValue MarginCEParse(const Attrs& attrs, int* num_in, int* num_out) {
                     "or 2 (circle), got " << mode;
     return MX_FAIL;
   }
-  *num_in = mode == kCurricular ? 5 : 3;  // + thresholds (batch,), t (1,)
+  const bool slope = AttrNumber(attrs, "target_slope", 0) != 0;
+  // cos, label, target [, slope (batch,)] [, thresholds (batch,), t (1,)]
+  *num_in = 3 + (slope ? 1 : 0) + (mode == kCurricular ? 2 : 0);
   *num_out = 2;
   return MX_SUCCESS;
 }
@@ -520,13 +526,16 @@ MXReturnValue MarginCEShape(const Attrs& attrs, std::vector<std::vector<unsigned
                  << "classes with subcenters=" << K;
     return MX_FAIL;
   }
-  const char* names[] = {"", "label", "target", "thresholds", "t"};
+  const bool slope = AttrNumber(attrs, "target_slope", 0) != 0;
   for (size_t k = 1; k < in->size(); ++k) {
     int64_t n = 1;
     for (unsigned int d : in->at(k)) n *= d;
-    const int64_t want = k == 4 ? 1 : cos[0];
+    const bool is_t = k + 1 == in->size() && k >= (slope ? 5u : 4u);
+    const char* name = k == 1 ? "label" : k == 2 ? "target" : (slope && k == 3) ? "slope"
+                       : is_t ? "t" : "thresholds";
+    const int64_t want = is_t ? 1 : cos[0];
     if (n != want) {
-      MX_ERROR_MSG << "fr_margin_ce: " << names[k] << " must have " << want
+      MX_ERROR_MSG << "fr_margin_ce: " << name << " must have " << want
                    << " value(s), got " << n;
       return MX_FAIL;
     }
@@ -555,7 +564,8 @@ MXReturnValue MarginCEForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   if (!ReadLabels(in->at(1), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
   const bool replace = AttrNumber(attrs, "replace", 1.0) != 0;
-  const NegInputs neg = ReadNeg(attrs, in, 3);
+  const bool has_slope = AttrNumber(attrs, "target_slope", 0) != 0;
+  const NegInputs neg = ReadNeg(attrs, in, has_slope ? 4 : 3);
   if (cos.dtype == kFloat32) {
     MarginCEForward(cos.data<float>(), label.data(), in->at(2).data<float>(),
                     out->at(0).data<float>(), out->at(1).data<float>(), B, C,
@@ -587,7 +597,9 @@ MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   if (!ReadLabels(in->at(3), C, &label)) return MX_FAIL;
   const double s = AttrNumber(attrs, "scale", 1.0);
   const bool replace = AttrNumber(attrs, "replace", 1.0) != 0;
-  const NegInputs neg = ReadNeg(attrs, in, 5);
+  const bool has_slope = AttrNumber(attrs, "target_slope", 0) != 0;
+  const NegInputs neg = ReadNeg(attrs, in, has_slope ? 6 : 5);
+  const void* slope = has_slope ? in->at(5).data_ptr : nullptr;
   const size_t lse_at = in->size() - 1;
   for (size_t k = 0; k < out->size(); ++k) {
     if (k != 0 && k != 2) Zero(&out->at(k));
@@ -597,12 +609,13 @@ MXReturnValue MarginCEBackwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
                      cos.data<float>(), label.data(), in->at(4).data<float>(),
                      in->at(lse_at).data<float>(), out->at(0).data<float>(),
                      out->at(2).data<float>(), B, C, static_cast<float>(s), replace,
-                     neg, K);
+                     neg, K, static_cast<const float*>(slope));
   } else {
     MarginCEBackward(in->at(0).data<double>(), in->at(1).data<double>(),
                      cos.data<double>(), label.data(), in->at(4).data<double>(),
                      in->at(lse_at).data<double>(), out->at(0).data<double>(),
-                     out->at(2).data<double>(), B, C, s, replace, neg, K);
+                     out->at(2).data<double>(), B, C, s, replace, neg, K,
+                     static_cast<const double*>(slope));
   }
   return MX_SUCCESS;
 }
