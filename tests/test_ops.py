@@ -20,6 +20,17 @@ pytestmark = pytest.mark.skipif(not ops.available(),
                                 reason="native operators unavailable")
 
 
+def _numeric_grad(f, x, h=1e-6):
+    """Central finite differences of the scalar function ``f`` at ``x``."""
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += h
+        down[idx] -= h
+        grad[idx] = (f(up) - f(down)) / (2 * h)
+    return grad
+
+
 def _prelu_ref(x, alpha):
     a = alpha.reshape((1, -1) + (1,) * (x.ndim - 2))
     return np.where(x > 0, x, a * x)
@@ -72,14 +83,8 @@ def test_prelu_gradients_match_finite_differences():
     def f(xv, av):
         return float((_prelu_ref(xv, av) * g).sum())
 
-    h = 1e-6
-    num_dx = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[idx] = h
-        num_dx[idx] = (f(x + e, alpha) - f(x - e, alpha)) / (2 * h)
-    num_da = np.array([(f(x, alpha + h * np.eye(3)[c]) - f(x, alpha - h * np.eye(3)[c]))
-                       / (2 * h) for c in range(3)])
+    num_dx = _numeric_grad(lambda v: f(v, alpha), x)
+    num_da = _numeric_grad(lambda v: f(x, v), alpha)
     np.testing.assert_allclose(dx, num_dx, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(da, num_da, rtol=1e-6, atol=1e-8)
 
@@ -158,14 +163,8 @@ def test_margin_ce_gradients_match_finite_differences():
     def f(c, t):
         return float((_margin_ce_ref(c, label, t, s, True) * g).sum())
 
-    h = 1e-6
-    num = np.zeros_like(cos)
-    for idx in np.ndindex(cos.shape):
-        e = np.zeros_like(cos)
-        e[idx] = h
-        num[idx] = (f(cos + e, target) - f(cos - e, target)) / (2 * h)
-    num_t = np.array([(f(cos, target + h * np.eye(3)[i]) - f(cos, target - h * np.eye(3)[i]))
-                      / (2 * h) for i in range(3)])
+    num = _numeric_grad(lambda v: f(v, target), cos)
+    num_t = _numeric_grad(lambda v: f(cos, v), target)
     np.testing.assert_allclose(dcos, num, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(dt, num_t, rtol=1e-6, atol=1e-9)
 

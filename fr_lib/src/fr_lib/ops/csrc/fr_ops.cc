@@ -213,7 +213,7 @@ bool ReadLabels(const MXTensor& label, int64_t classes, std::vector<int64_t>* ou
   for (int64_t i = 0; i < n; ++i) {
     double v;
     switch (label.dtype) {
-      case kFloat32: v = label.data_ptr ? static_cast<const float*>(label.data_ptr)[i] : 0; break;
+      case kFloat32: v = static_cast<const float*>(label.data_ptr)[i]; break;
       case kFloat64: v = static_cast<const double*>(label.data_ptr)[i]; break;
       case kInt32: v = static_cast<const int32_t*>(label.data_ptr)[i]; break;
       case kInt64: v = static_cast<double>(static_cast<const int64_t*>(label.data_ptr)[i]); break;
