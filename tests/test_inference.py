@@ -54,16 +54,19 @@ def test_max_form_equals_numpy_prelu():
     np.testing.assert_allclose(out.asnumpy(), ref, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name, backend, verify", [
-    ("mobilefacenet", "auto", True), ("mobilefacenet", None, False),
-    ("mobilefacenet", "auto", False), ("iresnet18", "auto", True)])
-def test_prepared_network_matches_plain(name, backend, verify):
+@pytest.mark.parametrize("name, backend, verify, engine", [
+    ("mobilefacenet", "auto", True, "mxnet"), ("mobilefacenet", None, False, "mxnet"),
+    ("mobilefacenet", "auto", False, "mxnet"), ("iresnet18", "auto", True, "auto"),
+    ("mobilefacenet", "auto", True, "auto"), ("mobilefacenet", "auto", False, "auto")])
+def test_prepared_network_matches_plain(name, backend, verify, engine, native_mode):
     plain, fast = _pair(name)
     x = mx.nd.array(np.random.RandomState(2).uniform(-1, 1, (4, 3, 112, 112)))
     ref = plain(x).asnumpy()
-    prepare_for_inference(fast, x if verify else None, backend=backend)
-    if backend is None or not verify:
-        assert fast.inference_backend is None
+    prepare_for_inference(fast, x if verify else None, backend=backend, engine=engine)
+    if name == "mobilefacenet" and engine == "auto" and native_mode == "native":
+        assert fast.inference_backend == "fused" and fast.fused is not None
+    elif backend is None or not verify:
+        assert fast.inference_backend is None and fast.fused is None
     elif mkldnn_available():
         assert fast.inference_backend == "MKLDNN"
     for _ in range(2):  # the second call runs the cached, static graph
@@ -97,7 +100,8 @@ def test_micro_batches_give_the_same_embeddings():
     plain, fast = _pair("mobilefacenet", seed=5)
     x = mx.nd.array(np.random.RandomState(6).uniform(-1, 1, (10, 3, 112, 112)))
     ref = plain(x).asnumpy()
-    fast = prepare_for_inference(fast, x, micro_batch=4)   # 4 + 4 + 2 images
+    fast = prepare_for_inference(fast, x, micro_batch=4,  # 4 + 4 + 2 images
+                                 engine="mxnet")
     out = fast(x).asnumpy()
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     # preparing again replaces the micro-batching instead of stacking it
@@ -114,4 +118,6 @@ def test_options_are_checked():
         prepare_for_inference(net, prelu="fast")
     with pytest.raises(ValueError):
         prepare_for_inference(net, backend=1)
+    with pytest.raises(ValueError, match="engine"):
+        prepare_for_inference(net, engine="tensorrt")
     assert isinstance(mkldnn_available(), bool)

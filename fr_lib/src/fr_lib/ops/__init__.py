@@ -43,7 +43,10 @@ import mxnet as mx
 __all__ = ["NativeBuildError", "build", "load", "available", "use_native",
            "native_ops", "source_path", "library_path"]
 
-_SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "fr_ops.cc")
+_CSRC = os.path.join(os.path.dirname(__file__), "csrc")
+_SOURCE = os.path.join(_CSRC, "fr_ops.cc")
+# fr_fused.cc: the whole-network inference operator (fr_lib.model_zoo.fused)
+_SOURCES = (_SOURCE, os.path.join(_CSRC, "fr_fused.cc"))
 _LIB_NAME = "libfr_ops.so"
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
 
@@ -56,7 +59,8 @@ class NativeBuildError(RuntimeError):
 
 
 def source_path():
-    """Path of the C++ source that :func:`build` compiles."""
+    """Path of the main C++ source that :func:`build` compiles (the others
+    lie next to it)."""
     return _SOURCE
 
 
@@ -74,7 +78,7 @@ def _compiler():
 def _command(compiler, out):
     inc = os.path.join(_mxnet_dir(), "include")
     lib_api = os.path.join(_mxnet_dir(), "src", "lib_api.cc")
-    return [compiler, *_FLAGS, "-I", inc, _SOURCE, lib_api, "-o", out]
+    return [compiler, *_FLAGS, "-I", inc, *_SOURCES, lib_api, "-o", out]
 
 
 def _cache_root():
@@ -90,8 +94,9 @@ def library_path(compiler=None):
     """Where the compiled library for this source and MXNet version lives."""
     compiler = compiler or _compiler() or "c++"
     key = hashlib.sha256()
-    with open(_SOURCE, "rb") as f:
-        key.update(f.read())
+    for source in _SOURCES:
+        with open(source, "rb") as f:
+            key.update(f.read())
     key.update(mx.__version__.encode())
     key.update(" ".join(_command(compiler, "")).encode())
     key.update(sys.platform.encode())
@@ -142,7 +147,7 @@ def build(force=False, verbose=False):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise NativeBuildError(
-                f"compiling {_SOURCE} failed (exit {proc.returncode}):\n"
+                f"compiling {', '.join(_SOURCES)} failed (exit {proc.returncode}):\n"
                 f"{' '.join(cmd)}\n{proc.stderr[-4000:]}")
         os.replace(tmp, path)
     finally:
