@@ -22,20 +22,26 @@ said otherwise):
 - ``static+mkldnn``: also the oneDNN (MKLDNN) subgraph backend (fuses
   convolution + BN (+ ReLU, + sum));
 - ``static+maxprelu``: static, PReLU as ``max(x, alpha x)``, no fusion;
-- ``prepared``: :func:`fr_lib.model_zoo.prepare_for_inference` (static,
-  oneDNN fusion verified on the batch, ``max(x, alpha x)`` PReLU);
-- ``prepared+passive``: also ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP
+- ``prepared``: :func:`fr_lib.model_zoo.prepare_for_inference` with its
+  defaults: for MobileFaceNet the fused native operator
+  (:mod:`fr_lib.model_zoo.fused`: the whole network in one operator, BN
+  folded, one memory layout, PReLU and residual applied in registers),
+  verified on the batch; for IResNet-50 the MXNet settings below;
+- ``prepared-mxnet``: ``prepare_for_inference(..., engine='mxnet')``: static
+  memory, oneDNN fusion verified on the batch, the native ``fr_prelu``;
+- ``prepared+passive``: ``prepared-mxnet`` with ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP
   threads sleep instead of spinning; can help when other processes share
   the cores);
-- ``prepared-no-native``: ``prepared`` with ``FR_LIB_NATIVE=0`` (PReLU from
-  MXNet operators instead of fr_lib's native ``fr_prelu``; every other
-  setting uses the native operator, fr_lib's default on CPU);
+- ``prepared-no-native``: ``prepared`` with ``FR_LIB_NATIVE=0`` (no fused
+  operator, PReLU from MXNet operators instead of fr_lib's native
+  ``fr_prelu``; every other setting uses the native PReLU, fr_lib's default
+  on CPU);
 - ``onnxruntime``: not MXNet: the model exported with
   :func:`fr_lib.deploy.export_onnx` and run by onnxruntime
   (:class:`fr_lib.deploy.OnnxEmbedder`, same threads) -- a reference for
   what a mature CPU inference stack reaches on this machine;
 - ``prepared+micro16``, ``prepared+micro8``, ``prepared+micro4``:
-  ``prepared``, with the batch of 64 fed as micro-batches of 16, 8 or 4
+  ``prepared-mxnet``, with the batch of 64 fed as micro-batches of 16, 8 or 4
   images (outputs concatenated), so that the activations of the
   memory-bound element-wise layers stay in cache.
 
@@ -80,7 +86,7 @@ else:
     net = prepare_for_inference(
         net, x if cfg['backend'] else None, backend=cfg['backend'],
         prelu='max' if cfg['prelu'] == 'max' else 'keep',
-        micro_batch=cfg['micro'] or None)
+        micro_batch=cfg['micro'] or None, engine=cfg['engine'])
 backend = getattr(net, 'inference_backend', None)
 forward = lambda: net(x).wait_to_read()
 if cfg['mode'] == 'onnx':
@@ -103,7 +109,8 @@ print(json.dumps({'img_s': sorted(img_s)[1], 'backend': backend,
 CORES = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count())
 HALF = str(max(1, int(CORES) // 2))
-# name: (environment, mode, subgraph backend, PReLU form[, micro-batch])
+# name: (environment, mode, subgraph backend, PReLU form[, micro-batch
+# [, prepare_for_inference engine]])
 SETTINGS = {
     "baseline": ({}, "plain", None, "fast"),
     "gluon-prelu": ({}, "plain", None, "gluon"),
@@ -111,9 +118,10 @@ SETTINGS = {
     "static": ({}, "static", None, "fast"),
     "static+mkldnn": ({}, "static", "MKLDNN", "fast"),
     "static+maxprelu": ({}, "static", None, "max"),
-    "prepared": ({}, "static", "MKLDNN", "max"),
+    "prepared": ({}, "static", "MKLDNN", "max", 0, "auto"),
+    "prepared-mxnet": ({}, "static", "MKLDNN", "max"),
     "prepared+passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "static", "MKLDNN", "max"),
-    "prepared-no-native": ({"FR_LIB_NATIVE": "0"}, "static", "MKLDNN", "max"),
+    "prepared-no-native": ({"FR_LIB_NATIVE": "0"}, "static", "MKLDNN", "max", 0, "auto"),
     "prepared+micro16": ({}, "static", "MKLDNN", "max", 16),
     "prepared+micro8": ({}, "static", "MKLDNN", "max", 8),
     "prepared+micro4": ({}, "static", "MKLDNN", "max", 4),
@@ -125,13 +133,14 @@ _CONTROLLED = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MXNET_SUBGRAPH_BACKEND",
 
 
 def measure(model, name, args):
-    extra_env, mode, backend, prelu, *micro = SETTINGS[name]
+    extra_env, mode, backend, prelu, *rest = SETTINGS[name]
+    micro, engine = (list(rest) + [0, "mxnet"][len(rest):])[:2]
     env = {k: v for k, v in os.environ.items() if k not in _CONTROLLED}
     env["OMP_NUM_THREADS"] = CORES
     env.update(extra_env)
     cfg = dict(model=model, batch=args.batch, min_time=args.min_time,
                gemm=args.gemm, mode=mode, backend=backend, prelu=prelu,
-               micro=micro[0] if micro else 0)
+               micro=micro, engine=engine)
     out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], env=env,
                          capture_output=True, text=True)
     if out.returncode:

@@ -338,7 +338,12 @@ def test_library_path_depends_on_the_source(tmp_path, monkeypatch):
     monkeypatch.setenv("FR_LIB_NATIVE_DIR", str(tmp_path))
     path = ops.library_path()
     assert path.startswith(str(tmp_path)) and path.endswith("libfr_ops.so")
-    copy = tmp_path / "fr_ops.cc"
-    copy.write_text(open(ops.source_path()).read() + "\n// changed\n")
-    monkeypatch.setattr(ops, "_SOURCE", str(copy))
-    assert ops.library_path() != path
+    seen = {path}
+    for name in ("_SOURCES", "_HEADERS"):  # any source or header changes the key
+        files = list(getattr(ops, name))
+        copy = tmp_path / ("changed_" + os.path.basename(files[-1]))
+        copy.write_text(open(files[-1]).read() + "\n// changed\n")
+        with monkeypatch.context() as m:
+            m.setattr(ops, name, tuple(files[:-1] + [str(copy)]))
+            seen.add(ops.library_path())
+    assert len(seen) == 3

@@ -26,6 +26,8 @@ from collections import OrderedDict, namedtuple
 import mxnet as mx
 import numpy as np
 
+from .. import ops
+
 __all__ = ["count_params", "count_flops", "model_table", "ModelRow"]
 
 ModelRow = namedtuple("ModelRow", ["name", "embedding", "params_m", "madds_g"])
@@ -34,7 +36,9 @@ _COUNTED = ("Convolution", "Deconvolution", "FullyConnected")
 
 
 def _symbol(net):
-    out = net(mx.sym.var("data"))
+    # the model's own layers, not fr_lib's native CPU forms of them
+    with ops.native_ops(False):
+        out = net(mx.sym.var("data"))
     if isinstance(out, (list, tuple)):
         out = mx.sym.Group(list(out))
     return out

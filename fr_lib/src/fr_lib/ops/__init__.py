@@ -7,7 +7,10 @@ or more passes over every activation. ``fr_prelu`` does one pass forward and
 one backward; with it a MobileFaceNet + ArcFace training step on 2 cores is
 about 2x faster (``benchmarks/bench_train.py``).
 
-How: the C++ source ``csrc/fr_ops.cc`` ships with the package. The first call
+A third operator, ``fr_fused_net`` (``csrc/fr_fused.cc``), runs a whole
+MobileFaceNet forward pass for inference: see :mod:`fr_lib.model_zoo.fused`.
+
+How: the C++ sources ``csrc/*.cc`` ship with the package. The first call
 that needs it compiles it with the system C++ compiler (``c++``/``g++``, a few
 seconds) against the headers that come with the ``mxnet`` wheel
 (``mxnet/include/mxnet/lib_api.h``) and loads it with
@@ -47,6 +50,7 @@ _CSRC = os.path.join(os.path.dirname(__file__), "csrc")
 _SOURCE = os.path.join(_CSRC, "fr_ops.cc")
 # fr_fused.cc: the whole-network inference operator (fr_lib.model_zoo.fused)
 _SOURCES = (_SOURCE, os.path.join(_CSRC, "fr_fused.cc"))
+_HEADERS = (os.path.join(_CSRC, "fr_gemm.h"),)
 _LIB_NAME = "libfr_ops.so"
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
 
@@ -94,7 +98,7 @@ def library_path(compiler=None):
     """Where the compiled library for this source and MXNet version lives."""
     compiler = compiler or _compiler() or "c++"
     key = hashlib.sha256()
-    for source in _SOURCES:
+    for source in _SOURCES + _HEADERS:
         with open(source, "rb") as f:
             key.update(f.read())
     key.update(mx.__version__.encode())

@@ -11,7 +11,8 @@
 //
 // Layout: x is (N, C, H, W) float32; each image runs through the whole
 // program on one thread (OpenMP over the images), so its activations stay in
-// that core's caches. Output (N, C * H * W) of the last layer, in NCHW order
+// that core's caches; with fewer images than threads, the threads share each
+// layer of one image instead. Output (N, C * H * W) of the last layer, in NCHW order
 // (MXNet's Flatten of the NCHW result).
 //
 // program: whitespace-separated integers, kFields per layer:
@@ -33,6 +34,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include <omp.h>
+
+#include "fr_gemm.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;  // NOLINT
@@ -43,15 +47,12 @@ typedef std::unordered_map<std::string, std::string> Attrs;
 
 enum Op { kGemm = 0, kStem = 1, kDepthwise = 2, kGrouped = 3 };
 constexpr int kFields = 14;
-constexpr int kNR = 32;  // output channels per GEMM panel (two 16-float vectors)
 
 struct Layer {
   int op, kh, kw, stride, pad, groups, cin, cout, prelu, save, residual;
   int64_t w_off, b_off, a_off;
   int64_t h_in, w_in, h_out, w_out;  // filled by Plan
 };
-
-int64_t Panels(int64_t n) { return (n + kNR - 1) / kNR; }
 
 // Parameters a layer reads (must fit in params).
 int64_t WeightSize(const Layer& l) {
@@ -144,104 +145,13 @@ bool Plan(const Attrs& attrs, int64_t c, int64_t h, int64_t w, int64_t nparams,
   return true;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FR_CLONES
-#endif
-
-// 16 floats, unaligned; GCC lowers it to one AVX-512 register, two AVX2 ones
-// or four SSE ones in the respective clones. Helpers taking it are always
-// inlined, so no vector crosses a call (hence no ABI concern).
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-#define FR_INLINE inline __attribute__((always_inline))
-
-FR_INLINE v16 Load(const float* p) { return *reinterpret_cast<const v16*>(p); }
-FR_INLINE void Store(float* p, v16 v) { *reinterpret_cast<v16*>(p) = v; }
-
-// MR rows x 32 columns of C = A * B + bias, then PReLU, then + R.
-// A: rows of K floats (stride lda); B: one packed K x 32 panel.
-template <int MR, bool PRELU, bool RES>
-FR_INLINE void Tile(
-    const float* A, int64_t lda, const float* B, int64_t K, const float* bias,
-    const float* alpha, const float* R, float* C, int64_t ldc, int cols) {
-  v16 acc[MR][2];
-  const v16 b0 = Load(bias), b1 = Load(bias + 16);
-  for (int r = 0; r < MR; ++r) { acc[r][0] = b0; acc[r][1] = b1; }
-  for (int64_t k = 0; k < K; ++k) {
-    const v16 w0 = Load(B + k * kNR), w1 = Load(B + k * kNR + 16);
-    for (int r = 0; r < MR; ++r) {
-      const float a = A[r * lda + k];
-      acc[r][0] += a * w0;
-      acc[r][1] += a * w1;
-    }
-  }
-  if (PRELU) {
-    const v16 a0 = Load(alpha), a1 = Load(alpha + 16);
-    for (int r = 0; r < MR; ++r) {
-      acc[r][0] = acc[r][0] > 0 ? acc[r][0] : acc[r][0] * a0;
-      acc[r][1] = acc[r][1] > 0 ? acc[r][1] : acc[r][1] * a1;
-    }
-  }
-  if (cols == kNR) {
-    for (int r = 0; r < MR; ++r) {
-      v16 x0 = acc[r][0], x1 = acc[r][1];
-      if (RES) { x0 += Load(R + r * ldc); x1 += Load(R + r * ldc + 16); }
-      Store(C + r * ldc, x0);
-      Store(C + r * ldc + 16, x1);
-    }
-    return;
-  }
-  for (int r = 0; r < MR; ++r) {  // last, partial panel
-    float tmp[kNR];
-    Store(tmp, acc[r][0]);
-    Store(tmp + 16, acc[r][1]);
-    for (int j = 0; j < cols; ++j) C[r * ldc + j] = tmp[j] + (RES ? R[r * ldc + j] : 0.f);
-  }
-}
-
-template <bool PRELU, bool RES>
-FR_INLINE void GemmImpl(
-    const float* A, int64_t M, int64_t K, const float* B, int64_t N,
-    const float* bias, const float* alpha, const float* R, float* C) {
-  constexpr int MR = 8;
-  const int64_t panels = Panels(N);
-  int64_t m = 0;
-  for (; m + MR <= M; m += MR) {
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t n = p * kNR;
-      const int cols = static_cast<int>(std::min<int64_t>(kNR, N - n));
-      Tile<MR, PRELU, RES>(A + m * K, K, B + p * K * kNR, K, bias + n, alpha + n,
-                           R + m * N + n, C + m * N + n, N, cols);
-    }
-  }
-  for (; m < M; ++m) {
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t n = p * kNR;
-      const int cols = static_cast<int>(std::min<int64_t>(kNR, N - n));
-      Tile<1, PRELU, RES>(A + m * K, K, B + p * K * kNR, K, bias + n, alpha + n,
-                          R + m * N + n, C + m * N + n, N, cols);
-    }
-  }
-}
-
-// C (M x N, row stride N) = A (M x K) * packed B, + bias, PReLU, + R.
-FR_CLONES void Gemm(const float* A, int64_t M, int64_t K, const float* B, int64_t N,
-                    const float* bias, const float* alpha, const float* R, float* C) {
-  if (alpha && R) GemmImpl<true, true>(A, M, K, B, N, bias, alpha, R, C);
-  else if (alpha) GemmImpl<true, false>(A, M, K, B, N, bias, alpha, R, C);
-  else if (R) GemmImpl<false, true>(A, M, K, B, N, bias, alpha, R, C);
-  else GemmImpl<false, false>(A, M, K, B, N, bias, alpha, R, C);
-}
-
 // Depthwise kh x kw convolution of an NHWC image, + bias, PReLU, + R.
 FR_CLONES void Depthwise(const Layer& l, const float* in, const float* w,
                          const float* bias, const float* alpha, const float* R,
-                         float* out) {
+                         float* out, int64_t oy0, int64_t oy1) {
   const int64_t C = l.cout, H = l.h_in, W = l.w_in;
   const int64_t vec = C / 16 * 16;
-  for (int64_t oy = 0; oy < l.h_out; ++oy) {
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
     const int64_t y0 = oy * l.stride - l.pad;
     const int ky0 = static_cast<int>(std::max<int64_t>(0, -y0));
     const int ky1 = static_cast<int>(std::min<int64_t>(l.kh, H - y0));
@@ -276,10 +186,10 @@ FR_CLONES void Depthwise(const Layer& l, const float* in, const float* w,
 
 // Any grouped convolution of an NHWC image (weights (cout, cin/g, kh, kw)).
 void Grouped(const Layer& l, const float* in, const float* w, const float* bias,
-             const float* alpha, const float* R, float* out) {
+             const float* alpha, const float* R, float* out, int64_t oy0, int64_t oy1) {
   const int64_t Ci = l.cin, Co = l.cout, H = l.h_in, W = l.w_in;
   const int64_t gi = Ci / l.groups, go = Co / l.groups;
-  for (int64_t oy = 0; oy < l.h_out; ++oy) {
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
     for (int64_t ox = 0; ox < l.w_out; ++ox) {
       const int64_t o = (oy * l.w_out + ox) * Co;
       for (int64_t co = 0; co < Co; ++co) {
@@ -306,10 +216,11 @@ void Grouped(const Layer& l, const float* in, const float* w, const float* bias,
 
 // First layer: im2col of one output row of the NCHW image, then GEMM.
 void Stem(const Layer& l, const float* img, const float* w, const float* bias,
-          const float* alpha, float* out, std::vector<float>* cols) {
+          const float* alpha, float* out, std::vector<float>* cols, int64_t oy0,
+          int64_t oy1) {
   const int64_t H = l.h_in, W = l.w_in, K = int64_t(l.cin) * l.kh * l.kw;
   cols->resize(l.w_out * K);
-  for (int64_t oy = 0; oy < l.h_out; ++oy) {
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
     for (int64_t ox = 0; ox < l.w_out; ++ox) {
       float* col = cols->data() + ox * K;
       for (int c = 0; c < l.cin; ++c) {
@@ -329,13 +240,27 @@ void Stem(const Layer& l, const float* img, const float* w, const float* bias,
 
 int64_t Activations(const Layer& l) { return l.h_out * l.w_out * l.cout; }
 
-// One image through the whole program, with per-thread scratch buffers.
-void RunImage(const std::vector<Layer>& layers, const float* params, const float* img,
-              float* result) {
-  thread_local std::vector<float> buf[3], cols;
+int64_t Largest(const std::vector<Layer>& layers) {
   int64_t largest = 0;
   for (const Layer& l : layers) largest = std::max(largest, Activations(l));
-  for (auto& b : buf) if (static_cast<int64_t>(b.size()) < largest) b.resize(largest);
+  return largest;
+}
+
+// Part tid of nth of [0, n), cut at multiples of quantum.
+void Split(int64_t n, int tid, int nth, int64_t quantum, int64_t* b, int64_t* e) {
+  const int64_t q = (n + quantum - 1) / quantum;
+  *b = std::min(n, q * tid / nth * quantum);
+  *e = std::min(n, q * (tid + 1) / nth * quantum);
+}
+
+// One image through the whole program. nth = 1: this thread does all of it
+// (images in parallel). nth > 1: the nth threads of a parallel region share
+// each layer, split by output rows, with a barrier after each layer (fewer
+// images than threads). buf: three buffers of Largest(layers) floats
+// (shared when nth > 1); cols: this thread's im2col buffer.
+void RunImage(const std::vector<Layer>& layers, const float* params, const float* img,
+              float* result, std::vector<float>* buf, std::vector<float>* cols, int tid,
+              int nth) {
   int cur = -1, saved = -1;  // buffer holding the current activations / the residual
   for (size_t i = 0; i < layers.size(); ++i) {
     const Layer& l = layers[i];
@@ -348,15 +273,24 @@ void RunImage(const std::vector<Layer>& layers, const float* params, const float
     const float* b = params + l.b_off;
     const float* a = l.prelu ? params + l.a_off : nullptr;
     const float* R = l.residual ? buf[saved].data() : nullptr;
-    switch (l.op) {
-      case kStem: Stem(l, img, w, b, a, out, &cols); break;
-      case kGemm: Gemm(in, l.h_in * l.w_in, l.cin, w, l.cout, b, a, R, out); break;
-      case kDepthwise: Depthwise(l, in, w, b, a, R, out); break;
-      default: Grouped(l, in, w, b, a, R, out); break;
+    int64_t r0, r1;
+    if (l.op == kGemm) {
+      const int64_t K = l.cin, N = l.cout;
+      Split(l.h_in * l.w_in, tid, nth, 8, &r0, &r1);
+      Gemm(in + r0 * K, r1 - r0, K, w, N, b, a, R ? R + r0 * N : nullptr, out + r0 * N);
+    } else {
+      Split(l.h_out, tid, nth, 1, &r0, &r1);
+      if (l.op == kStem) Stem(l, img, w, b, a, out, cols, r0, r1);
+      else if (l.op == kDepthwise) Depthwise(l, in, w, b, a, R, out, r0, r1);
+      else Grouped(l, in, w, b, a, R, out, r0, r1);
+    }
+    if (nth > 1) {
+#pragma omp barrier
     }
     if (l.residual) saved = -1;
     cur = next;
   }
+  if (tid != 0) return;
   const Layer& last = layers.back();
   const int64_t C = last.cout, P = last.h_out * last.w_out;
   const float* y = buf[cur].data();
@@ -410,8 +344,29 @@ MXReturnValue FusedForwardCPU(const Attrs& attrs, std::vector<MXTensor>* in,
   const float* xd = x.data<float>();
   const float* params = p.data<float>();
   float* y = out->at(0).data<float>();
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t n = 0; n < N; ++n) RunImage(layers, params, xd + n * image, y + n * outsize);
+  const int64_t largest = Largest(layers);
+  const int threads = omp_get_max_threads();
+  if (N >= threads) {  // an image per thread
+#pragma omp parallel
+    {
+      thread_local std::vector<float> buf[3], cols;
+      for (auto& b : buf) if (static_cast<int64_t>(b.size()) < largest) b.resize(largest);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t n = 0; n < N; ++n)
+        RunImage(layers, params, xd + n * image, y + n * outsize, buf, &cols, 0, 1);
+    }
+    return MX_SUCCESS;
+  }
+  std::vector<float> buf[3];  // fewer images than threads: share each layer
+  for (auto& b : buf) b.resize(largest);
+  for (int64_t n = 0; n < N; ++n) {
+#pragma omp parallel
+    {
+      std::vector<float> cols;
+      RunImage(layers, params, xd + n * image, y + n * outsize, buf, &cols,
+               omp_get_thread_num(), omp_get_num_threads());
+    }
+  }
   return MX_SUCCESS;
 }
 
