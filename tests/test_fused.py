@@ -203,3 +203,26 @@ def test_prepared_network_uses_fused_operator_and_falls_back_for_symbols():
     assert isinstance(sym, mx.sym.Symbol)
     assert not any(n["op"] == "fr_fused_net"
                    for n in __import__("json").loads(sym.tojson())["nodes"])
+
+
+def test_evaluator_embeds_mobilefacenet_with_a_fused_snapshot(monkeypatch):
+    from fr_lib.metrics.evaluator import VerificationEvaluator
+    from fr_lib.model_zoo import fused as fused_module
+    net = get_model("mobilefacenet")
+    images = np.random.RandomState(10).uniform(-1, 1, (6, 3, 112, 112)).astype(np.float32)
+    _randomise(net, 11, mx.nd.array(images[:1]))
+    calls = []
+    real = fused_module.fuse_network
+    monkeypatch.setattr(fused_module, "fuse_network",
+                        lambda n: calls.append(n) or real(n))
+    auto = VerificationEvaluator({"s": (images, [1, 0, 1])}, batch_size=4, progress=False)
+    plain = VerificationEvaluator({"s": (images, [1, 0, 1])}, batch_size=4, progress=False,
+                                  engine="mxnet")
+    emb, flipped = auto.embed(net, images)
+    assert len(calls) == 1  # one snapshot per embedded set
+    ref, ref_flipped = plain.embed(net, images)
+    assert len(calls) == 1
+    for a, b in ((emb, ref), (flipped, ref_flipped)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * np.abs(b).max())
+    with pytest.raises(ValueError, match="engine"):
+        VerificationEvaluator({"s": (images, [1, 0, 1])}, engine="onnx")
