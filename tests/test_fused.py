@@ -12,31 +12,16 @@ from fr_lib import ops
 from fr_lib.model_zoo import MobileFaceNet, get_model
 from fr_lib.model_zoo.fused import UnsupportedNetwork, fuse_network
 from fr_lib.model_zoo.inference import prepare_for_inference
+from numeric_helpers import randomise_backbone
 
 pytestmark = pytest.mark.skipif(not ops.available(),
                                 reason="fr_lib native operators unavailable")
 
 
-def _randomise(net, seed, x, alpha_range=(-0.5, 1.5)):
-    """BN statistics and affine terms away from (0, 1), PReLU slopes of any
-    sign, so that folding and every PReLU branch matter."""
-    mx.random.seed(seed)
-    net.initialize(mx.init.MSRAPrelu())
-    net(x)
-    rng = np.random.RandomState(seed)
-    for name, p in net.collect_params().items():
-        if name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, p.shape)
-        elif name.endswith(("beta", "running_mean")):
-            value = rng.uniform(-0.2, 0.2, p.shape)
-        elif name.endswith("running_var"):
-            value = rng.uniform(0.5, 1.5, p.shape)
-        elif name.endswith("alpha"):
-            value = rng.uniform(*alpha_range, p.shape)
-        else:
-            continue
-        p.set_data(mx.nd.array(value))
-    return net
+def _randomise(net, seed):
+    """PReLU slopes of any sign and BN terms away from (0, 1), so that folding
+    and every PReLU branch matter."""
+    return randomise_backbone(net, seed, alpha_range=(-0.5, 1.5), shift=0.2)
 
 
 def _check(net, x):
@@ -64,7 +49,7 @@ def _input(shape, seed=1):
 ])
 def test_fused_equals_plain_network(name, kwargs, shape):
     x = _input(shape)
-    _check(_randomise(get_model(name, **kwargs), 0, x), x)
+    _check(_randomise(get_model(name, **kwargs), 0), x)
 
 
 def test_odd_widths_and_strides():
@@ -74,13 +59,13 @@ def test_odd_widths_and_strides():
     net = MobileFaceNet(stages=[(40, 24, 2, 2), (56, 40, 3, 1)], embedding_size=20,
                         stem_channels=24, stem_groups=12, head_channels=72)
     x = _input((7, 3, 42, 38), seed=3)
-    _check(_randomise(net, 2, x), x)
+    _check(_randomise(net, 2), x)
 
 
 def test_many_images_across_threads():
     net = get_model("mobilefacenet")
     x = _input((9, 3, 112, 112), seed=4)
-    _randomise(net, 5, x)
+    _randomise(net, 5)
     fused = fuse_network(net)
     ref = net(x).asnumpy()
     whole = fused(x).asnumpy()
@@ -92,7 +77,7 @@ def test_many_images_across_threads():
 def test_parameters_are_a_snapshot():
     net = get_model("mobilefacenet")
     x = _input((1, 3, 112, 112))
-    _randomise(net, 6, x)
+    _randomise(net, 6)
     fused = fuse_network(net)
     before = fused(x).asnumpy()
     net.features[0].bn.beta.set_data(net.features[0].bn.beta.data() + 1)
@@ -190,7 +175,7 @@ def test_unsupported_networks():
 def test_prepared_network_uses_fused_operator_and_falls_back_for_symbols():
     net = get_model("mobilefacenet")
     x = _input((2, 3, 112, 112), seed=8)
-    _randomise(net, 9, x)
+    _randomise(net, 9)
     ref = net(x).asnumpy()
     fast = prepare_for_inference(net, x, engine="fused")
     assert fast.inference_backend == "fused"
@@ -210,7 +195,7 @@ def test_evaluator_embeds_mobilefacenet_with_a_fused_snapshot(monkeypatch):
     from fr_lib.model_zoo import fused as fused_module
     net = get_model("mobilefacenet")
     images = np.random.RandomState(10).uniform(-1, 1, (6, 3, 112, 112)).astype(np.float32)
-    _randomise(net, 11, mx.nd.array(images[:1]))
+    _randomise(net, 11)
     calls = []
     real = fused_module.fuse_network
     monkeypatch.setattr(fused_module, "fuse_network",

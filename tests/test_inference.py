@@ -10,36 +10,17 @@ import pytest
 
 from fr_lib.model_zoo import get_model, mkldnn_available, prepare_for_inference
 from fr_lib.model_zoo.inference import inference_prelu_forward
+from numeric_helpers import randomise_backbone
 
 # With fr_lib's native PReLU (fr_lib.ops) and with the MXNet-operator forms.
 pytestmark = pytest.mark.usefixtures("native_mode")
-
-
-def _random_params(net, seed, alpha_range=(0.0, 1.0)):
-    """Weights that make every branch matter: BN statistics and gammas away
-    from (0, 1), PReLU slopes drawn from ``alpha_range``."""
-    mx.random.seed(seed)
-    net.initialize(mx.init.MSRAPrelu())
-    rng = np.random.RandomState(seed)
-    for name, p in net.collect_params().items():
-        if name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, p.shape)
-        elif name.endswith(("beta", "running_mean")):
-            value = rng.uniform(-0.1, 0.1, p.shape)
-        elif name.endswith("running_var"):
-            value = rng.uniform(0.5, 1.5, p.shape)
-        elif name.endswith("alpha"):
-            value = rng.uniform(*alpha_range, p.shape)
-        else:
-            continue
-        p.set_data(mx.nd.array(value))
 
 
 def _pair(name, seed=0, alpha_range=(0.0, 1.0)):
     nets = []
     for _ in range(2):
         net = get_model(name)
-        _random_params(net, seed, alpha_range)
+        randomise_backbone(net, seed, alpha_range)
         nets.append(net)
     return nets
 

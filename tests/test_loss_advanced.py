@@ -10,8 +10,8 @@ from mxnet import autograd
 
 import fr_lib
 from fr_lib.loss import (AdaFaceLoss, ArcFaceLoss, CircleLoss, CosFaceLoss,
-
                          CurricularFaceLoss, MagFaceLoss, SubCenterArcFaceLoss)
+from numeric_helpers import numeric_grad
 
 # Every test runs with the native operator (fr_lib.ops) and without it.
 pytestmark = pytest.mark.usefixtures("native_mode")
@@ -190,16 +190,6 @@ def test_batch_of_one_class(case):
 
 # ---- backward against central finite differences ----------------------------
 
-def _numeric_grad(f, x, h=1e-6):
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (f(up) - f(down)) / (2 * h)
-    return grad
-
-
 # True-class cosines away from ArcFace's kinks (threshold cos(π − m), easy 0);
 # −0.97 and −0.93 lie in the θ + m > π fallback for m ≈ 0.5.
 SAFE_TARGETS = np.array([-0.97, -0.93, -0.6, -0.3, 0.35, 0.62, 0.8, 0.96])
@@ -217,7 +207,7 @@ def _check_fd(loss, cos, labels, norm=None, scale=64.0):
         return loss(mx.nd.array(c, dtype="float64"), mx.nd.array(labels),
                     *[mx.nd.array(v, dtype="float64") for v in e]).asnumpy().sum()
 
-    numeric = _numeric_grad(lambda c: total(c, *extra), cos)
+    numeric = numeric_grad(lambda c: total(c, *extra), cos)
     np.testing.assert_allclose(grads[0], numeric, rtol=1e-5, atol=1e-6 * scale)
     return grads
 
@@ -270,7 +260,7 @@ def test_magface_backward_matches_finite_differences_also_in_norm():
         return loss(mx.nd.array(cos, dtype="float64"), mx.nd.array(labels),
                     mx.nd.array(n, dtype="float64")).asnumpy().sum()
 
-    numeric = _numeric_grad(total, norm)
+    numeric = numeric_grad(total, norm)
     np.testing.assert_allclose(grads[1], numeric, rtol=1e-5, atol=1e-8)
     assert grads[1][1] == 0 and grads[1][4] == 0
     assert np.abs(grads[1][[0, 2, 3, 5, 6, 7]]).min() > 1e-6
@@ -301,7 +291,7 @@ def test_circle_backward_matches_finite_differences_with_frozen_weights():
     _, grads = _value_and_grad(loss, cos, labels, None, np.float64)
     # the paper's gradient treats α as constants: differentiate the
     # reference with α frozen at the evaluation point
-    numeric = _numeric_grad(
+    numeric = numeric_grad(
         lambda c: ref_circle(c, labels, None, gamma=32.0, weights_from=cos).sum(), cos)
     np.testing.assert_allclose(grads[0], numeric, rtol=1e-5, atol=1e-6 * 32)
 

@@ -10,6 +10,7 @@ from mxnet import autograd
 import fr_lib
 from fr_lib.loss import (ArcFaceLoss, CombinedMarginLoss, CosFaceLoss,
                          NormFaceLoss, SphereFaceLoss)
+from numeric_helpers import numeric_grad
 
 # Every test runs with the native operator (fr_lib.ops) and without it.
 pytestmark = pytest.mark.usefixtures("native_mode")
@@ -146,13 +147,7 @@ def test_backward_matches_finite_differences(_, cls, kwargs, ref, ref_kw):
         return loss(mx.nd.array(c, dtype=np.float64),
                     mx.nd.array(labels, dtype=np.float64)).asnumpy().sum()
 
-    h = 1e-6
-    numeric = np.zeros_like(cos)
-    for idx in np.ndindex(*cos.shape):
-        up, down = cos.copy(), cos.copy()
-        up[idx] += h
-        down[idx] -= h
-        numeric[idx] = (total(up) - total(down)) / (2 * h)
+    numeric = numeric_grad(total, cos)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6 * kwargs["s"])
 
 

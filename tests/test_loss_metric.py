@@ -10,6 +10,7 @@ from mxnet import autograd
 
 import fr_lib
 from fr_lib.loss import ContrastiveBatchLoss, ContrastiveLoss, TripletLoss
+from numeric_helpers import numeric_grad
 
 EPS = 1e-12  # under the square roots, as documented
 
@@ -122,16 +123,6 @@ def _value_and_grad(loss, *inputs, dtype=np.float64, grad_input=0):
     return [o.asnumpy() for o in outs], arrays[grad_input].grad.asnumpy()
 
 
-def _finite_difference(f, x, h=1e-6):
-    numeric = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        numeric[idx] = (f(up) - f(down)) / (2 * h)
-    return numeric
-
-
 # ---- contrastive (pairs) --------------------------------------------------------
 
 def test_contrastive_by_hand():
@@ -174,7 +165,7 @@ def test_contrastive_gradient_matches_finite_differences(normalize):
 
     def total(x):
         return ref_contrastive(x, e2, same, margin, normalize).sum()
-    np.testing.assert_allclose(grad, _finite_difference(total, e1), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_grad(total, e1), rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -240,7 +231,7 @@ def test_contrastive_batch_gradient_matches_finite_differences():
 
     def total(z):
         return ref_contrastive_batch(z, labels, 1.5, balanced=True)
-    np.testing.assert_allclose(grad, _finite_difference(total, x), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_grad(total, x), rtol=1e-5, atol=1e-8)
 
 
 # ---- triplet -------------------------------------------------------------------------
@@ -338,7 +329,7 @@ def test_triplet_gradient_matches_finite_differences(mining, squared):
 
     def total(z):
         return ref_triplet(z, labels, margin, mining, loss.average, squared=squared)[0]
-    np.testing.assert_allclose(grad, _finite_difference(total, x), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad, numeric_grad(total, x), rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("mining", ["all", "hard", "semihard"])

@@ -14,6 +14,7 @@ from mxnet.gluon import HybridBlock
 
 from fr_lib.loss import (CenterLoss, L2SoftmaxLoss, LGMLoss, RingLoss,
                          l2softmax_alpha_lower_bound)
+from numeric_helpers import numeric_grad
 
 L2_EPS, RING_EPS = 1e-10, 1e-12  # the documented eps under the square roots
 
@@ -176,17 +177,6 @@ def test_logits_match_numpy():
 
 # ---- backward against central finite differences ----------------------------
 
-def _numeric_grad(f, value, h=1e-6):
-    value = np.array(value, dtype=np.float64)
-    grad = np.zeros_like(value)
-    for idx in np.ndindex(*value.shape):
-        up, down = value.copy(), value.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (f(up) - f(down)) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("_, kind, cls, kwargs", CASES, ids=IDS)
 def test_backward_matches_finite_differences(_, kind, cls, kwargs):
     loss = build(cls, kwargs, 3, 4, np.float64, seed=5)
@@ -196,7 +186,7 @@ def test_backward_matches_finite_differences(_, kind, cls, kwargs):
 
     def total_x(xv):
         return _call(loss, xv, labels, np.float64).asnumpy().sum()
-    np.testing.assert_allclose(grad_x, _numeric_grad(total_x, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad_x, numeric_grad(total_x, x), rtol=1e-5, atol=1e-7)
 
     params = loss.collect_params()
     expected_trained = {n for n, p in params.items() if p.grad_req != "null"}
@@ -209,7 +199,7 @@ def test_backward_matches_finite_differences(_, kind, cls, kwargs):
         def total_p(value):
             param.set_data(mx.nd.array(value, dtype="float64"))
             return _call(loss, x, labels, np.float64).asnumpy().sum()
-        numeric = _numeric_grad(total_p, base)
+        numeric = numeric_grad(total_p, base)
         param.set_data(mx.nd.array(base, dtype="float64"))
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7, err_msg=name)
 

@@ -15,20 +15,10 @@ import fr_lib
 from fr_lib import ops
 from fr_lib.deploy import export_model
 from fr_lib.model_zoo import get_model
+from numeric_helpers import numeric_grad
 
 pytestmark = pytest.mark.skipif(not ops.available(),
                                 reason="native operators unavailable")
-
-
-def _numeric_grad(f, x, h=1e-6):
-    """Central finite differences of the scalar function ``f`` at ``x``."""
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (f(up) - f(down)) / (2 * h)
-    return grad
 
 
 def _prelu_ref(x, alpha):
@@ -83,8 +73,8 @@ def test_prelu_gradients_match_finite_differences():
     def f(xv, av):
         return float((_prelu_ref(xv, av) * g).sum())
 
-    num_dx = _numeric_grad(lambda v: f(v, alpha), x)
-    num_da = _numeric_grad(lambda v: f(x, v), alpha)
+    num_dx = numeric_grad(lambda v: f(v, alpha), x)
+    num_da = numeric_grad(lambda v: f(x, v), alpha)
     np.testing.assert_allclose(dx, num_dx, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(da, num_da, rtol=1e-6, atol=1e-8)
 
@@ -163,8 +153,8 @@ def test_margin_ce_gradients_match_finite_differences():
     def f(c, t):
         return float((_margin_ce_ref(c, label, t, s, True) * g).sum())
 
-    num = _numeric_grad(lambda v: f(v, target), cos)
-    num_t = _numeric_grad(lambda v: f(cos, v), target)
+    num = numeric_grad(lambda v: f(v, target), cos)
+    num_t = numeric_grad(lambda v: f(cos, v), target)
     np.testing.assert_allclose(dcos, num, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(dt, num_t, rtol=1e-6, atol=1e-9)
 

@@ -109,11 +109,9 @@ class VerificationEvaluator:
         if (self.engine != "auto" or ctx.device_type != "cpu"
                 or np.dtype(images.dtype) != np.float32):
             return net
-        from .. import ops
-        from ..model_zoo import MobileFaceNet, fused
-        if not isinstance(net, MobileFaceNet) or not ops.use_native():
-            return net
-        return fused.fuse_network(net)
+        from ..model_zoo import fused
+        snapshot, _ = fused.try_fuse(net)
+        return net if snapshot is None else snapshot
 
     def embed(self, net, images, desc=None):
         """Embeddings of ``images`` (and of their flips) by ``net``.

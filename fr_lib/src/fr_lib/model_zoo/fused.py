@@ -29,7 +29,7 @@ from .. import ops
 from .layers import PReLU
 from .mobilefacenet import MobileFaceNet, _Bottleneck, _ConvBN
 
-__all__ = ["FusedNetwork", "fuse_network", "UnsupportedNetwork"]
+__all__ = ["FusedNetwork", "fuse_network", "try_fuse", "UnsupportedNetwork"]
 
 # Must match fr_fused.cc.
 _GEMM, _STEM, _DEPTHWISE, _GROUPED = 0, 1, 2, 3
@@ -98,7 +98,7 @@ def _units(net):
         else:
             raise UnsupportedNetwork(f"unsupported block {type(block).__name__}")
     head = list(net.output)
-    if (len(head) != 3 or not isinstance(head[2], nn.Flatten)):
+    if len(head) != 3 or not isinstance(head[2], nn.Flatten):
         raise UnsupportedNetwork("MobileFaceNet.output must be Conv2D, BatchNorm, Flatten")
     units.append(_unit(head[0], head[1], None))
     return units
@@ -146,8 +146,7 @@ class FusedNetwork:
             raise TypeError(f"FusedNetwork takes an NDArray, got {type(x).__name__}")
         if x.context.device_type != "cpu" or x.dtype != np.float32 or x.ndim != 4:
             raise ValueError("FusedNetwork runs on float32 (N, C, H, W) arrays on CPU; "
-                             f"got {x.dtype.__name__ if hasattr(x.dtype, '__name__') else x.dtype} "
-                             f"{x.shape} on {x.context}")
+                             f"got {np.dtype(x.dtype).name} {x.shape} on {x.context}")
         return mx.nd.fr_fused_net(x, self.params, program=self.program)
 
     def __repr__(self):
@@ -217,3 +216,24 @@ def fuse_network(net):
                     w_off, b_off, a_off]
     params = mx.nd.array(np.concatenate(chunks), ctx=mx.cpu(), dtype=np.float32)
     return FusedNetwork(" ".join(str(int(v)) for v in program), params, len(units))
+
+
+def try_fuse(net):
+    """:func:`fuse_network` where the fused operator can run, else the reason.
+
+    Returns
+    -------
+    (FusedNetwork, None) or (None, str)
+        ``None`` and why when a GPU is visible (the operator is CPU-only),
+        fr_lib's native operators are off or unavailable, or the network is
+        not a supported MobileFaceNet.
+    """
+    if not ops.use_native():
+        if mx.context.num_gpus() > 0:
+            return None, "a GPU is visible (the fused operator is CPU-only)"
+        return None, ("fr_lib's native operators are off or unavailable: "
+                      f"{ops._state['error'] or 'switched off by native_ops(False)'}")
+    try:
+        return fuse_network(net), None
+    except UnsupportedNetwork as err:
+        return None, str(err)

@@ -40,7 +40,7 @@ import numpy as np
 import mxnet as mx
 
 from .. import ops
-from .fused import UnsupportedNetwork, fuse_network
+from .fused import try_fuse
 from .layers import PReLU
 
 __all__ = ["prepare_for_inference", "mkldnn_available", "inference_prelu_forward"]
@@ -116,25 +116,6 @@ def _fused_forward(fused, fallback):
             return fused(x)
         return fallback(x, *args)
     return call
-
-
-def _choose_engine(net, engine):
-    """The FusedNetwork to use, or None; errors only for engine='fused'."""
-    if engine == "mxnet":
-        return None
-    reason = None
-    if mx.context.num_gpus() > 0 and engine == "auto":
-        reason = "a GPU is visible (the fused operator is CPU-only)"
-    elif not ops.use_native():
-        reason = f"fr_lib's native operators are off or unavailable ({ops._state['error']})"
-    if reason is None:
-        try:
-            return fuse_network(net)
-        except UnsupportedNetwork as err:
-            reason = str(err)
-    if engine == "fused":
-        raise ValueError(f"engine='fused' is not possible: {reason}")
-    return None
 
 
 def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
@@ -229,7 +210,11 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     net._fr_plain_forward = plain_forward
     net.forward = (plain_forward if micro_batch is None
                    else types.MethodType(_micro_batched(plain_forward, micro_batch), net))
-    fused = _choose_engine(net, engine)
+    fused = None
+    if engine != "mxnet":
+        fused, reason = try_fuse(net)
+        if fused is None and engine == "fused":
+            raise ValueError(f"engine='fused' is not possible: {reason}")
     if fused is not None and reference is not None:
         error = _max_abs_error(fused(x), reference) / scale
         if error > rtol:
@@ -240,18 +225,18 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
             warnings.warn(message + "; using the MXNet settings", RuntimeWarning, stacklevel=2)
             fused = None
     net.fused = fused
-    # with the fused operator, other inputs take the plain (unpartitioned) graph
-    candidates = [backend, None] if backend is not None and fused is None else [None]
+    if fused is not None:  # other inputs take the plain (unpartitioned) graph
+        net.hybridize(static_alloc=static, static_shape=static)
+        net.forward = types.MethodType(_fused_forward(fused, net.forward), net)
+        net.inference_backend = "fused"
+        return net
+    candidates = [backend, None] if backend is not None else [None]
     for i, candidate in enumerate(candidates):
         options = dict(static_alloc=static, static_shape=static)
         if candidate is not None:
             options["backend"] = candidate
         net.hybridize(**options)  # also drops any graph cached before
         net.inference_backend = candidate
-        if fused is not None:  # MXNet settings for inputs it does not take
-            net.forward = types.MethodType(_fused_forward(fused, net.forward), net)
-            net.inference_backend = "fused"
-            return net
         if reference is None:
             return net
         last = i == len(candidates) - 1

@@ -14,11 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FR_CLONES
-#endif
+#include "fr_clones.h"
 
 // 16 floats, unaligned; GCC lowers it to one AVX-512 register, two AVX2 ones
 // or four SSE ones in the respective clones. Helpers taking it are always

@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fr_clones.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;  // NOLINT
@@ -230,13 +231,7 @@ bool ReadLabels(const MXTensor& label, int64_t classes, std::vector<int64_t>* ou
   return true;
 }
 
-// Hot float loops, compiled for AVX-512, AVX2 and baseline x86-64 and chosen
-// when the library loads (GCC target_clones); elsewhere the generic ones.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FR_CLONES
-#endif
+// The hot float loops below are FR_CLONES (fr_clones.h).
 
 // How the logits of the other classes are formed from their cosines c (the
 // weights are detached, as in the papers: they get no gradient):
