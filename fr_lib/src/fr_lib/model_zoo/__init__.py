@@ -19,6 +19,7 @@ from .attention import AttentionNet, attention_net56, attention_net92  # noqa: E
 from .flops import count_params, count_flops, model_table, ModelRow  # noqa: E402
 from .inference import prepare_for_inference, mkldnn_available  # noqa: E402
 from .fused import FusedNetwork, fuse_network  # noqa: E402
+from .native_train import NativeTrainingView, native_training_support  # noqa: E402
 from .quicknet import QuickFaceNet, quickfacenet  # noqa: E402
 
 __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
@@ -31,6 +32,7 @@ __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
            "AttentionNet", "attention_net56", "attention_net92",
            "count_params", "count_flops", "model_table", "ModelRow",
            "prepare_for_inference", "mkldnn_available", "FusedNetwork", "fuse_network",
+           "NativeTrainingView", "native_training_support",
            "QuickFaceNet", "quickfacenet"]
 
 

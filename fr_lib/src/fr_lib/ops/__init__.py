@@ -49,7 +49,9 @@ __all__ = ["NativeBuildError", "build", "load", "available", "use_native",
 _CSRC = os.path.join(os.path.dirname(__file__), "csrc")
 _SOURCE = os.path.join(_CSRC, "fr_ops.cc")
 # fr_fused.cc: the whole-network inference operator (fr_lib.model_zoo.fused)
-_SOURCES = (_SOURCE, os.path.join(_CSRC, "fr_fused.cc"))
+# fr_train.cc: NHWC training operators (fr_lib.model_zoo.native_train)
+_SOURCES = (_SOURCE, os.path.join(_CSRC, "fr_fused.cc"),
+            os.path.join(_CSRC, "fr_train.cc"))
 _HEADERS = (os.path.join(_CSRC, "fr_gemm.h"), os.path.join(_CSRC, "fr_clones.h"))
 _LIB_NAME = "libfr_ops.so"
 _FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]

@@ -1,0 +1,687 @@
+// Channels-last (NHWC) training operators for MobileFaceNet-style networks,
+// CPU float32, each with its backward pass (fr_lib.model_zoo.native_train).
+//
+// Why: in MXNet 1.9 a training step of MobileFaceNet spends most of its time
+// outside the convolutions: every BatchNorm and PReLU between two oneDNN
+// convolutions makes its own passes over the activations plus two layout
+// conversions (oneDNN's blocked layout <-> the plain one). Here activations
+// stay NHWC from the first 1x1 convolution to the last; BatchNorm with batch
+// statistics and PReLU are one operator (two passes forward, two backward),
+// and the convolutions are small register-tiled GEMMs (fr_gemm.h) or direct
+// depthwise loops with no layout conversion at all.
+//
+// fr_pw_conv(x, w): 1x1 convolution, x (N, H, W, Cin), w (Cout, Cin, 1, 1) as
+//   MXNet stores it; y (N, H, W, Cout). Cin and Cout multiples of 32.
+// fr_dw_conv(x, w; kernel, stride, pad): depthwise convolution, x (N, H, W, C),
+//   w (C, 1, kh, kw); C a multiple of 16.
+// fr_bn_act(z, gamma, beta[, alpha], running_mean, running_var; eps, momentum,
+//   act): BatchNorm over all axes but the last, with the statistics of this
+//   batch (training mode), then PReLU when act=1 (alpha: one slope per
+//   channel). Outputs y, the batch mean and the biased batch variance (no
+//   gradient). Updates the running statistics in place (mutable inputs, like
+//   BatchNorm's auxiliary states): running = momentum * running +
+//   (1 - momentum) * batch. C a multiple of 16.
+//
+// Backward inputs are MXNet's: output gradients, forward inputs, outputs.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fr_gemm.h"
+#include "mxnet/lib_api.h"
+
+using namespace mxnet::ext;  // NOLINT
+
+namespace {
+
+typedef std::unordered_map<std::string, std::string> Attrs;
+
+int IntAttr(const Attrs& attrs, const char* key, int fallback) {
+  auto it = attrs.find(key);
+  return it == attrs.end() ? fallback : std::stoi(it->second);
+}
+double NumAttr(const Attrs& attrs, const char* key, double fallback) {
+  auto it = attrs.find(key);
+  return it == attrs.end() ? fallback : std::stod(it->second);
+}
+
+// [begin, end) of part t of n items split over T threads, in multiples of q.
+void Split(int64_t n, int t, int T, int64_t q, int64_t* b, int64_t* e) {
+  const int64_t blocks = (n + q - 1) / q;
+  *b = std::min(n, blocks * t / T * q);
+  *e = std::min(n, blocks * (t + 1) / T * q);
+}
+
+bool IsF32(const std::vector<int>& types, const char* op) {
+  for (int t : types) {
+    if (t != kFloat32) {
+      MX_ERROR_MSG << op << ": every input must be float32 (CPU operator)";
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- 1x1 conv
+
+// dW (M x N, row-major) += sum over k in [k0, k1) of dZ[k][m] * X[k][n]:
+// dZ rows of length M (= Cout), X rows of length N (= Cin, multiple of 32).
+FR_CLONES void WeightGrad(const float* dZ, const float* X, int64_t M, int64_t N,
+                          int64_t k0, int64_t k1, float* dW) {
+  constexpr int64_t kc = 128;
+  for (int64_t kb = k0; kb < k1; kb += kc) {
+    const int64_t ke = std::min(k1, kb + kc);
+    for (int64_t m = 0; m < M; m += 8) {
+      const int rows = static_cast<int>(std::min<int64_t>(8, M - m));
+      for (int64_t n = 0; n < N; n += kNR) {
+        v16 acc[8][2];
+        for (int r = 0; r < rows; ++r) {
+          acc[r][0] = Load(dW + (m + r) * N + n);
+          acc[r][1] = Load(dW + (m + r) * N + n + 16);
+        }
+        if (rows == 8) {
+          for (int64_t k = kb; k < ke; ++k) {
+            const v16 x0 = Load(X + k * N + n), x1 = Load(X + k * N + n + 16);
+            const float* g = dZ + k * M + m;
+            for (int r = 0; r < 8; ++r) {
+              acc[r][0] += g[r] * x0;
+              acc[r][1] += g[r] * x1;
+            }
+          }
+        } else {
+          for (int64_t k = kb; k < ke; ++k) {
+            const v16 x0 = Load(X + k * N + n), x1 = Load(X + k * N + n + 16);
+            const float* g = dZ + k * M + m;
+            for (int r = 0; r < rows; ++r) {
+              acc[r][0] += g[r] * x0;
+              acc[r][1] += g[r] * x1;
+            }
+          }
+        }
+        for (int r = 0; r < rows; ++r) {
+          Store(dW + (m + r) * N + n, acc[r][0]);
+          Store(dW + (m + r) * N + n + 16, acc[r][1]);
+        }
+      }
+    }
+  }
+}
+
+// Y (rows x N) = X (rows x K) * B, B packed (PackPanels), rows split over threads.
+void ParallelGemm(const float* X, int64_t rows, int64_t K, const float* B, int64_t N,
+                  float* Y) {
+#pragma omp parallel
+  {
+    int64_t b, e;
+    Split(rows, omp_get_thread_num(), omp_get_num_threads(), 8, &b, &e);
+    if (e > b) Gemm(X + b * K, e - b, K, B, N, nullptr, nullptr, nullptr, Y + b * N);
+  }
+}
+
+// Sums T per-thread buffers of n floats (parts[t * n + i]) into out.
+void SumParts(const std::vector<float>& parts, int T, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int t = 0; t < T; ++t) s += parts[t * n + i];
+    out[i] = static_cast<float>(s);
+  }
+}
+
+MXReturnValue TwoInOneOut(const Attrs&, int* num_in, int* num_out) {
+  *num_in = 2;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+MXReturnValue F32Type(const Attrs&, std::vector<int>* in, std::vector<int>* out) {
+  if (!IsF32(*in, "fr_lib training operator")) return MX_FAIL;
+  for (auto& t : *out) t = kFloat32;
+  return MX_SUCCESS;
+}
+
+}  // namespace
+
+MXReturnValue PwShape(const Attrs&, std::vector<std::vector<unsigned int> >* in,
+                      std::vector<std::vector<unsigned int> >* out) {
+  const auto& x = in->at(0);
+  const auto& w = in->at(1);
+  if (x.size() != 4 || w.size() != 4 || w[2] != 1 || w[3] != 1 || w[1] != x[3]) {
+    MX_ERROR_MSG << "fr_pw_conv: expected x (N, H, W, Cin) and w (Cout, Cin, 1, 1)";
+    return MX_FAIL;
+  }
+  if (x[3] % kNR || w[0] % kNR) {
+    MX_ERROR_MSG << "fr_pw_conv: Cin and Cout must be multiples of " << kNR
+                 << ", got " << x[3] << " and " << w[0];
+    return MX_FAIL;
+  }
+  out->at(0) = {x[0], x[1], x[2], w[0]};
+  return MX_SUCCESS;
+}
+
+MXReturnValue PwForward(const Attrs&, std::vector<MXTensor>* in,
+                        std::vector<MXTensor>* out, const OpResource&) {
+  MXTensor& x = in->at(0);
+  MXTensor& w = in->at(1);
+  const int64_t rows = x.shape[0] * x.shape[1] * x.shape[2];
+  const int64_t cin = x.shape[3], cout = w.shape[0];
+  std::vector<float> packed(Panels(cout) * kNR * cin);
+  PackPanelsT(w.data<float>(), cin, cout, cin, packed.data());
+  ParallelGemm(x.data<float>(), rows, cin, packed.data(), cout, out->at(0).data<float>());
+  return MX_SUCCESS;
+}
+
+// in: dy, x, w, y; out: dx, dw.
+MXReturnValue PwBackward(const Attrs&, std::vector<MXTensor>* in,
+                         std::vector<MXTensor>* out, const OpResource&) {
+  const float* dy = in->at(0).data<float>();
+  MXTensor& x = in->at(1);
+  MXTensor& w = in->at(2);
+  const int64_t rows = x.shape[0] * x.shape[1] * x.shape[2];
+  const int64_t cin = x.shape[3], cout = w.shape[0];
+  std::vector<float> packed(Panels(cin) * kNR * cout);
+  PackPanels(w.data<float>(), cout, cin, cin, packed.data());
+  ParallelGemm(dy, rows, cout, packed.data(), cin, out->at(0).data<float>());
+  const int T = omp_get_max_threads();
+  std::vector<float> parts(static_cast<size_t>(T) * cout * cin, 0.f);
+#pragma omp parallel num_threads(T)
+  {
+    int64_t b, e;
+    const int t = omp_get_thread_num();
+    Split(rows, t, omp_get_num_threads(), 8, &b, &e);
+    if (e > b) WeightGrad(dy, x.data<float>(), cout, cin, b, e, parts.data() + t * cout * cin);
+  }
+  SumParts(parts, T, cout * cin, out->at(1).data<float>());
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(fr_pw_conv)
+    .setParseAttrs(TwoInOneOut)
+    .setInferType(F32Type)
+    .setInferShape(PwShape)
+    .setForward(PwForward, "cpu")
+    .setBackward(PwBackward, "cpu");
+
+// ------------------------------------------------------------ depthwise conv
+
+namespace {
+
+struct Dw {
+  int64_t N, H, W, C, kh, kw, stride, pad, OH, OW;
+};
+
+bool DwGeometry(const Attrs& attrs, const std::vector<int64_t>& x,
+                const std::vector<int64_t>& w, Dw* d) {
+  d->N = x[0]; d->H = x[1]; d->W = x[2]; d->C = x[3];
+  d->kh = w[2]; d->kw = w[3];
+  d->stride = IntAttr(attrs, "stride", 1);
+  d->pad = IntAttr(attrs, "pad", 0);
+  d->OH = (d->H + 2 * d->pad - d->kh) / d->stride + 1;
+  d->OW = (d->W + 2 * d->pad - d->kw) / d->stride + 1;
+  return d->stride >= 1 && d->pad >= 0 && d->H + 2 * d->pad >= d->kh &&
+         d->W + 2 * d->pad >= d->kw;
+}
+
+// wr[(ky * kw + kx) * C + c] = w[c][0][ky][kx]
+std::vector<float> DwRepack(const float* w, const Dw& d) {
+  const int64_t taps = d.kh * d.kw;
+  std::vector<float> wr(taps * d.C);
+  for (int64_t c = 0; c < d.C; ++c)
+    for (int64_t t = 0; t < taps; ++t) wr[t * d.C + c] = w[c * taps + t];
+  return wr;
+}
+
+// Output rows [r0, r1) of (N * OH) rows.
+FR_CLONES void DwForwardRows(const float* x, const float* wr, float* y, const Dw& d,
+                             int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / d.OH, oh = r % d.OH;
+    const float* img = x + n * d.H * d.W * d.C;
+    float* out = y + r * d.OW * d.C;
+    for (int64_t c = 0; c < d.C; c += 16) {
+      for (int64_t ow = 0; ow < d.OW; ++ow) {
+        v16 acc{};
+        for (int64_t ky = 0; ky < d.kh; ++ky) {
+          const int64_t ih = oh * d.stride - d.pad + ky;
+          if (ih < 0 || ih >= d.H) continue;
+          for (int64_t kx = 0; kx < d.kw; ++kx) {
+            const int64_t iw = ow * d.stride - d.pad + kx;
+            if (iw < 0 || iw >= d.W) continue;
+            acc += Load(img + (ih * d.W + iw) * d.C + c) *
+                   Load(wr + (ky * d.kw + kx) * d.C + c);
+          }
+        }
+        Store(out + ow * d.C + c, acc);
+      }
+    }
+  }
+}
+
+// Input-gradient rows [r0, r1) of (N * H) rows (gather form: no conflicts);
+// the weight gradient of output rows [q0, q1) of (N * OH) into dwr.
+FR_CLONES void DwBackwardRows(const float* dy, const float* x, const float* wr,
+                              float* dx, float* dwr, const Dw& d, int64_t r0, int64_t r1,
+                              int64_t q0, int64_t q1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / d.H, ih = r % d.H;
+    const float* g = dy + n * d.OH * d.OW * d.C;
+    float* out = dx + r * d.W * d.C;
+    for (int64_t c = 0; c < d.C; c += 16) {
+      for (int64_t iw = 0; iw < d.W; ++iw) {
+        v16 acc{};
+        for (int64_t ky = 0; ky < d.kh; ++ky) {
+          const int64_t t = ih + d.pad - ky;
+          if (t < 0 || t % d.stride) continue;
+          const int64_t oh = t / d.stride;
+          if (oh >= d.OH) continue;
+          for (int64_t kx = 0; kx < d.kw; ++kx) {
+            const int64_t u = iw + d.pad - kx;
+            if (u < 0 || u % d.stride) continue;
+            const int64_t ow = u / d.stride;
+            if (ow >= d.OW) continue;
+            acc += Load(g + (oh * d.OW + ow) * d.C + c) *
+                   Load(wr + (ky * d.kw + kx) * d.C + c);
+          }
+        }
+        Store(out + iw * d.C + c, acc);
+      }
+    }
+  }
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / d.OH, oh = q % d.OH;
+    const float* img = x + n * d.H * d.W * d.C;
+    const float* g = dy + q * d.OW * d.C;
+    for (int64_t ky = 0; ky < d.kh; ++ky) {
+      const int64_t ih = oh * d.stride - d.pad + ky;
+      if (ih < 0 || ih >= d.H) continue;
+      for (int64_t kx = 0; kx < d.kw; ++kx) {
+        float* acc_row = dwr + (ky * d.kw + kx) * d.C;
+        for (int64_t c = 0; c < d.C; c += 16) {
+          v16 acc = Load(acc_row + c);
+          for (int64_t ow = 0; ow < d.OW; ++ow) {
+            const int64_t iw = ow * d.stride - d.pad + kx;
+            if (iw < 0 || iw >= d.W) continue;
+            acc += Load(g + ow * d.C + c) * Load(img + (ih * d.W + iw) * d.C + c);
+          }
+          Store(acc_row + c, acc);
+        }
+      }
+    }
+  }
+}
+
+MXReturnValue DwParse(const Attrs& attrs, int* num_in, int* num_out) {
+  *num_in = 2;
+  *num_out = 1;
+  if (IntAttr(attrs, "stride", 1) < 1 || IntAttr(attrs, "pad", 0) < 0) {
+    MX_ERROR_MSG << "fr_dw_conv: stride must be >= 1 and pad >= 0";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+std::vector<int64_t> Shape64(const std::vector<unsigned int>& s) {
+  return std::vector<int64_t>(s.begin(), s.end());
+}
+
+}  // namespace
+
+MXReturnValue DwShape(const Attrs& attrs, std::vector<std::vector<unsigned int> >* in,
+                      std::vector<std::vector<unsigned int> >* out) {
+  const auto& x = in->at(0);
+  const auto& w = in->at(1);
+  if (x.size() != 4 || w.size() != 4 || w[0] != x[3] || w[1] != 1) {
+    MX_ERROR_MSG << "fr_dw_conv: expected x (N, H, W, C) and w (C, 1, kh, kw)";
+    return MX_FAIL;
+  }
+  if (x[3] % 16) {
+    MX_ERROR_MSG << "fr_dw_conv: C must be a multiple of 16, got " << x[3];
+    return MX_FAIL;
+  }
+  Dw d;
+  if (!DwGeometry(attrs, Shape64(x), Shape64(w), &d)) {
+    MX_ERROR_MSG << "fr_dw_conv: the padded input is smaller than the kernel";
+    return MX_FAIL;
+  }
+  out->at(0) = {x[0], static_cast<unsigned int>(d.OH), static_cast<unsigned int>(d.OW), x[3]};
+  return MX_SUCCESS;
+}
+
+MXReturnValue DwForward(const Attrs& attrs, std::vector<MXTensor>* in,
+                        std::vector<MXTensor>* out, const OpResource&) {
+  Dw d;
+  DwGeometry(attrs, in->at(0).shape, in->at(1).shape, &d);
+  const std::vector<float> wr = DwRepack(in->at(1).data<float>(), d);
+  const float* x = in->at(0).data<float>();
+  float* y = out->at(0).data<float>();
+#pragma omp parallel
+  {
+    int64_t b, e;
+    Split(d.N * d.OH, omp_get_thread_num(), omp_get_num_threads(), 1, &b, &e);
+    DwForwardRows(x, wr.data(), y, d, b, e);
+  }
+  return MX_SUCCESS;
+}
+
+// in: dy, x, w, y; out: dx, dw.
+MXReturnValue DwBackward(const Attrs& attrs, std::vector<MXTensor>* in,
+                         std::vector<MXTensor>* out, const OpResource&) {
+  Dw d;
+  DwGeometry(attrs, in->at(1).shape, in->at(2).shape, &d);
+  const std::vector<float> wr = DwRepack(in->at(2).data<float>(), d);
+  const int T = omp_get_max_threads();
+  const int64_t taps = d.kh * d.kw;
+  std::vector<float> parts(static_cast<size_t>(T) * taps * d.C, 0.f);
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t b, e, qb, qe;
+    Split(d.N * d.H, t, nt, 1, &b, &e);
+    Split(d.N * d.OH, t, nt, 1, &qb, &qe);
+    DwBackwardRows(in->at(0).data<float>(), in->at(1).data<float>(), wr.data(),
+                   out->at(0).data<float>(), parts.data() + t * taps * d.C, d, b, e, qb, qe);
+  }
+  std::vector<float> dwr(taps * d.C);
+  SumParts(parts, T, taps * d.C, dwr.data());
+  float* dw = out->at(1).data<float>();
+  for (int64_t c = 0; c < d.C; ++c)
+    for (int64_t k = 0; k < taps; ++k) dw[c * taps + k] = dwr[k * d.C + c];
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(fr_dw_conv)
+    .setParseAttrs(DwParse)
+    .setInferType(F32Type)
+    .setInferShape(DwShape)
+    .setForward(DwForward, "cpu")
+    .setBackward(DwBackward, "cpu");
+
+// ------------------------------------------------------- BatchNorm + PReLU
+
+namespace {
+
+// Per-channel sums of (z - shift) and (z - shift)^2 over rows [r0, r1),
+// accumulated in float per block of 64 rows and in double across blocks.
+FR_CLONES void BnStats(const float* z, int64_t C, const float* shift, int64_t r0,
+                       int64_t r1, double* s1, double* s2) {
+  std::vector<float> b1(C), b2(C);
+  for (int64_t rb = r0; rb < r1; rb += 64) {
+    std::fill(b1.begin(), b1.end(), 0.f);
+    std::fill(b2.begin(), b2.end(), 0.f);
+    const int64_t re = std::min(r1, rb + 64);
+    for (int64_t r = rb; r < re; ++r) {
+      const float* row = z + r * C;
+      for (int64_t c = 0; c < C; c += 16) {
+        const v16 v = Load(row + c) - Load(shift + c);
+        Store(b1.data() + c, Load(b1.data() + c) + v);
+        Store(b2.data() + c, Load(b2.data() + c) + v * v);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) { s1[c] += b1[c]; s2[c] += b2[c]; }
+  }
+}
+
+// y = act((z - mean) * scale + beta), act = PReLU(alpha) when alpha !=
+// nullptr. (Subtracting the mean first: folding it into one offset loses
+// precision when |mean| >> std.)
+FR_CLONES void BnApply(const float* z, int64_t C, const float* mean, const float* scale,
+                       const float* beta, const float* alpha, int64_t r0, int64_t r1,
+                       float* y) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* in = z + r * C;
+    float* out = y + r * C;
+    for (int64_t c = 0; c < C; c += 16) {
+      v16 u = (Load(in + c) - Load(mean + c)) * Load(scale + c) + Load(beta + c);
+      if (alpha) u = u > 0 ? u : u * Load(alpha + c);
+      Store(out + c, u);
+    }
+  }
+}
+
+// Backward pass 1: per-channel sums of g, g * (z - mean) and, for PReLU, of
+// dy * u over u <= 0 (the slope gradient), where u = (z - mean) * scale + beta
+// and g = dy * act'(u).
+FR_CLONES void BnGradSums(const float* dy, const float* z, int64_t C, const float* scale,
+                          const float* beta, const float* alpha, const float* mean,
+                          int64_t r0, int64_t r1,
+                          double* sg, double* sgz, double* sa) {
+  std::vector<float> b(3 * C);
+  for (int64_t rb = r0; rb < r1; rb += 64) {
+    std::fill(b.begin(), b.end(), 0.f);
+    const int64_t re = std::min(r1, rb + 64);
+    for (int64_t r = rb; r < re; ++r) {
+      const float* zr = z + r * C;
+      const float* gr = dy + r * C;
+      for (int64_t c = 0; c < C; c += 16) {
+        const v16 xc = Load(zr + c) - Load(mean + c);
+        v16 g = Load(gr + c);
+        if (alpha) {
+          const v16 u = xc * Load(scale + c) + Load(beta + c);
+          const v16 neg = u > 0 ? v16{} : g * u;
+          g = u > 0 ? g : g * Load(alpha + c);
+          Store(b.data() + 2 * C + c, Load(b.data() + 2 * C + c) + neg);
+        }
+        Store(b.data() + c, Load(b.data() + c) + g);
+        Store(b.data() + C + c, Load(b.data() + C + c) + g * xc);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      sg[c] += b[c];
+      sgz[c] += b[C + c];
+      sa[c] += b[2 * C + c];
+    }
+  }
+}
+
+// Backward pass 2: dz = a * g + bx * (z - mean) + c0 (per-channel
+// coefficients).
+FR_CLONES void BnGradApply(const float* dy, const float* z, int64_t C, const float* scale,
+                           const float* beta, const float* alpha, const float* mean,
+                           const float* a, const float* bx, const float* c0, int64_t r0,
+                           int64_t r1, float* dz) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* zr = z + r * C;
+    const float* gr = dy + r * C;
+    float* out = dz + r * C;
+    for (int64_t c = 0; c < C; c += 16) {
+      const v16 xc = Load(zr + c) - Load(mean + c);
+      v16 g = Load(gr + c);
+      if (alpha) {
+        const v16 u = xc * Load(scale + c) + Load(beta + c);
+        g = u > 0 ? g : g * Load(alpha + c);
+      }
+      Store(out + c, Load(a + c) * g + Load(bx + c) * xc + Load(c0 + c));
+    }
+  }
+}
+
+// Per-thread double partial sums of `count` arrays of C channels, reduced.
+struct Partials {
+  Partials(int T, int count, int64_t C) : T(T), count(count), C(C),
+      v(static_cast<size_t>(T) * count * C, 0.0) {}
+  double* of(int t, int k) { return v.data() + (static_cast<size_t>(t) * count + k) * C; }
+  double total(int k, int64_t c) {
+    double s = 0;
+    for (int t = 0; t < T; ++t) s += of(t, k)[c];
+    return s;
+  }
+  int T, count;
+  int64_t C;
+  std::vector<double> v;
+};
+
+struct BnShape {
+  int64_t R, C;
+};
+BnShape RowsChannels(const std::vector<int64_t>& s) {
+  BnShape b{1, s.back()};
+  for (size_t i = 0; i + 1 < s.size(); ++i) b.R *= s[i];
+  return b;
+}
+
+}  // namespace
+
+MXReturnValue BnParse(const Attrs& attrs, int* num_in, int* num_out) {
+  const int act = IntAttr(attrs, "act", 1);
+  if (act != 0 && act != 1) {
+    MX_ERROR_MSG << "fr_bn_act: act must be 0 (none) or 1 (PReLU), got " << act;
+    return MX_FAIL;
+  }
+  if (NumAttr(attrs, "eps", 1e-5) <= 0) {
+    MX_ERROR_MSG << "fr_bn_act: eps must be > 0";
+    return MX_FAIL;
+  }
+  *num_in = act ? 6 : 5;
+  *num_out = 3;
+  return MX_SUCCESS;
+}
+
+MXReturnValue BnMutate(const Attrs& attrs, std::vector<int>* indices) {
+  const int first = IntAttr(attrs, "act", 1) ? 4 : 3;
+  *indices = {first, first + 1};
+  return MX_SUCCESS;
+}
+
+MXReturnValue BnShapeFn(const Attrs&, std::vector<std::vector<unsigned int> >* in,
+                        std::vector<std::vector<unsigned int> >* out) {
+  const auto& z = in->at(0);
+  if (z.size() < 2 || z.back() % 16) {
+    MX_ERROR_MSG << "fr_bn_act: z must be (..., C) with C a multiple of 16";
+    return MX_FAIL;
+  }
+  const unsigned int C = z.back();
+  for (size_t k = 1; k < in->size(); ++k) {
+    if (in->at(k).size() != 1 || in->at(k)[0] != C) {
+      MX_ERROR_MSG << "fr_bn_act: gamma, beta, alpha and the running statistics "
+                      "must have shape (" << C << ",)";
+      return MX_FAIL;
+    }
+  }
+  out->at(0) = z;
+  out->at(1) = {C};
+  out->at(2) = {C};
+  return MX_SUCCESS;
+}
+
+MXReturnValue BnForward(const Attrs& attrs, std::vector<MXTensor>* in,
+                        std::vector<MXTensor>* out, const OpResource&) {
+  MXTensor& zt = in->at(0);
+  const BnShape s = RowsChannels(zt.shape);
+  const float* z = zt.data<float>();
+  const float* gamma = in->at(1).data<float>();
+  const float* beta = in->at(2).data<float>();
+  const bool act = in->size() > 5;
+  const float* alpha = act ? in->at(3).data<float>() : nullptr;
+  float* rmean = in->at(act ? 4 : 3).data<float>();
+  float* rvar = in->at(act ? 5 : 4).data<float>();
+  const double eps = NumAttr(attrs, "eps", 1e-5);
+  const double momentum = NumAttr(attrs, "momentum", 0.9);
+  const int T = omp_get_max_threads();
+  Partials p(T, 2, s.C);
+  // shifted by the first row: E[(z-a)^2] - E[z-a]^2 stays accurate when |mean| >> std
+  std::vector<float> first(z, z + s.C);
+#pragma omp parallel num_threads(T)
+  {
+    int64_t b, e;
+    const int t = omp_get_thread_num();
+    Split(s.R, t, omp_get_num_threads(), 1, &b, &e);
+    BnStats(z, s.C, first.data(), b, e, p.of(t, 0), p.of(t, 1));
+  }
+  float* mean = out->at(1).data<float>();
+  float* var = out->at(2).data<float>();
+  std::vector<float> scale(s.C);
+  for (int64_t c = 0; c < s.C; ++c) {
+    const double m1 = p.total(0, c) / s.R, m2 = p.total(1, c) / s.R;
+    const double v = std::max(0.0, m2 - m1 * m1), mu = first[c] + m1;
+    const double k = gamma[c] / std::sqrt(v + eps);
+    mean[c] = static_cast<float>(mu);
+    var[c] = static_cast<float>(v);
+    rmean[c] = static_cast<float>(momentum * rmean[c] + (1 - momentum) * mu);
+    rvar[c] = static_cast<float>(momentum * rvar[c] + (1 - momentum) * v);
+    scale[c] = static_cast<float>(k);
+  }
+  float* y = out->at(0).data<float>();
+#pragma omp parallel num_threads(T)
+  {
+    int64_t b, e;
+    Split(s.R, omp_get_thread_num(), omp_get_num_threads(), 1, &b, &e);
+    BnApply(z, s.C, mean, scale.data(), beta, alpha, b, e, y);
+  }
+  return MX_SUCCESS;
+}
+
+// in: dy, dmean, dvar, z, gamma, beta[, alpha], running_mean, running_var, y,
+// mean, var; out: dz, dgamma, dbeta[, dalpha], and zeros for the running
+// statistics.
+MXReturnValue BnBackward(const Attrs& attrs, std::vector<MXTensor>* in,
+                         std::vector<MXTensor>* out, const OpResource&) {
+  const bool act = out->size() > 5;
+  MXTensor& zt = in->at(3);
+  const BnShape s = RowsChannels(zt.shape);
+  const float* dy = in->at(0).data<float>();
+  const float* z = zt.data<float>();
+  const float* gamma = in->at(4).data<float>();
+  const float* beta = in->at(5).data<float>();
+  const float* alpha = act ? in->at(6).data<float>() : nullptr;
+  const size_t o = act ? 9 : 8;  // outputs y, mean, var start here
+  const float* mean = in->at(o + 1).data<float>();
+  const float* var = in->at(o + 2).data<float>();
+  const double eps = NumAttr(attrs, "eps", 1e-5);
+  std::vector<float> scale(s.C);
+  std::vector<double> inv(s.C);
+  for (int64_t c = 0; c < s.C; ++c) {
+    inv[c] = 1.0 / std::sqrt(static_cast<double>(var[c]) + eps);
+    scale[c] = static_cast<float>(gamma[c] * inv[c]);
+  }
+  const int T = omp_get_max_threads();
+  Partials p(T, 3, s.C);
+#pragma omp parallel num_threads(T)
+  {
+    int64_t b, e;
+    const int t = omp_get_thread_num();
+    Split(s.R, t, omp_get_num_threads(), 1, &b, &e);
+    BnGradSums(dy, z, s.C, scale.data(), beta, alpha, mean, b, e, p.of(t, 0),
+               p.of(t, 1), p.of(t, 2));
+  }
+  // With xhat = (z - mean) inv: dbeta = sum g, dgamma = sum g xhat and
+  // dz = gamma inv (g - dbeta / R - xhat dgamma / R).
+  std::vector<float> a(s.C), bx(s.C), c0(s.C);
+  float* dgamma = out->at(1).data<float>();
+  float* dbeta = out->at(2).data<float>();
+  for (int64_t c = 0; c < s.C; ++c) {
+    const double sg = p.total(0, c), sgx = p.total(1, c) * inv[c];  // sum g xhat
+    const double k = gamma[c] * inv[c];
+    dbeta[c] = static_cast<float>(sg);
+    dgamma[c] = static_cast<float>(sgx);
+    a[c] = static_cast<float>(k);
+    bx[c] = static_cast<float>(-k * inv[c] * sgx / s.R);
+    c0[c] = static_cast<float>(-k * sg / s.R);
+    if (act) out->at(3).data<float>()[c] = static_cast<float>(p.total(2, c));
+  }
+  for (size_t k = out->size() - 2; k < out->size(); ++k) {
+    MXTensor& t = out->at(k);
+    if (t.data_ptr) std::memset(t.data_ptr, 0, t.size() * sizeof(float));
+  }
+  float* dz = out->at(0).data<float>();
+#pragma omp parallel num_threads(T)
+  {
+    int64_t b, e;
+    Split(s.R, omp_get_thread_num(), omp_get_num_threads(), 1, &b, &e);
+    BnGradApply(dy, z, s.C, scale.data(), beta, alpha, mean, a.data(), bx.data(),
+                c0.data(), b, e, dz);
+  }
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(fr_bn_act)
+    .setParseAttrs(BnParse)
+    .setInferType(F32Type)
+    .setInferShape(BnShapeFn)
+    .setMutateInputs(BnMutate)
+    .setForward(BnForward, "cpu")
+    .setBackward(BnBackward, "cpu");
