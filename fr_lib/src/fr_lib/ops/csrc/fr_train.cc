@@ -315,6 +315,150 @@ FR_CLONES void DwBackwardRows(const float* dy, const float* x, const float* wr,
   }
 }
 
+// 3x3 kernels with padding 1 (every depthwise layer of MobileFaceNet but
+// the global 7x7 one): the same sums as above with the taps unrolled, the
+// nine weight vectors in registers, and bounds checks only at the borders
+// (rows outside the image read a zero row).
+bool Fast3x3(const Dw& d) {
+  return d.kh == 3 && d.kw == 3 && d.pad == 1 && (d.stride == 1 || d.stride == 2);
+}
+
+// y row (n, oh) = sum over taps of x * w; rows: the three input rows (or zeros).
+template <int S>
+FR_INLINE void Dw3Row(const float* const* rows, const float* wr, float* out, int64_t W,
+                      int64_t OW, int64_t C) {
+  for (int64_t c = 0; c < C; c += 16) {
+    v16 w[9];
+    for (int t = 0; t < 9; ++t) w[t] = Load(wr + t * C + c);
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const int64_t iw = ow * S - 1;
+      v16 a0, a1, a2;
+      if (iw >= 0 && iw + 2 < W) {
+        const int64_t o = iw * C + c;
+        a0 = Load(rows[0] + o) * w[0] + Load(rows[1] + o) * w[3] + Load(rows[2] + o) * w[6];
+        a1 = Load(rows[0] + o + C) * w[1] + Load(rows[1] + o + C) * w[4] +
+             Load(rows[2] + o + C) * w[7];
+        a2 = Load(rows[0] + o + 2 * C) * w[2] + Load(rows[1] + o + 2 * C) * w[5] +
+             Load(rows[2] + o + 2 * C) * w[8];
+      } else {
+        a0 = a1 = a2 = v16{};
+        for (int kx = 0; kx < 3; ++kx) {
+          if (iw + kx < 0 || iw + kx >= W) continue;
+          const int64_t o = (iw + kx) * C + c;
+          a0 += Load(rows[0] + o) * w[kx];
+          a1 += Load(rows[1] + o) * w[3 + kx];
+          a2 += Load(rows[2] + o) * w[6 + kx];
+        }
+      }
+      Store(out + ow * C + c, a0 + a1 + a2);
+    }
+  }
+}
+
+// Forward of output rows [r0, r1) (S = stride); also the input gradient of a
+// stride-1 layer, run on dy with the flipped kernel.
+template <int S>
+FR_INLINE void Dw3Forward(const float* x, const float* wr, float* y, int64_t H, int64_t W,
+                          int64_t OH, int64_t OW, int64_t C, const float* zeros,
+                          int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / OH, oh = r % OH;
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int64_t ih = oh * S - 1 + ky;
+      rows[ky] = (ih >= 0 && ih < H) ? x + ((n * H) + ih) * W * C : zeros;
+    }
+    Dw3Row<S>(rows, wr, y + r * OW * C, W, OW, C);
+  }
+}
+
+FR_CLONES void Dw3ForwardRows(const float* x, const float* wr, float* y, int64_t H,
+                              int64_t W, int64_t OH, int64_t OW, int64_t C, int stride,
+                              const float* zeros, int64_t r0, int64_t r1) {
+  if (stride == 1) Dw3Forward<1>(x, wr, y, H, W, OH, OW, C, zeros, r0, r1);
+  else Dw3Forward<2>(x, wr, y, H, W, OH, OW, C, zeros, r0, r1);
+}
+
+// Input gradient of a stride-2 layer, input rows [r0, r1): input pixel i
+// receives output o through tap k when i = 2 o - 1 + k, i.e. k = 1 for even
+// i and k = 0 (o = (i + 1) / 2) and k = 2 (o = (i - 1) / 2) for odd i.
+FR_CLONES void Dw3GradS2Rows(const float* dy, const float* wr, float* dx, const Dw& d,
+                             int64_t r0, int64_t r1) {
+  const int64_t C = d.C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / d.H, ih = r % d.H;
+    const float* g = dy + n * d.OH * d.OW * C;
+    int ky[2], nr = 0;
+    int64_t oh[2];
+    if (ih % 2 == 0) {
+      ky[nr] = 1; oh[nr++] = ih / 2;
+    } else {
+      if ((ih + 1) / 2 < d.OH) { ky[nr] = 0; oh[nr++] = (ih + 1) / 2; }
+      ky[nr] = 2; oh[nr++] = (ih - 1) / 2;
+    }
+    float* out = dx + r * d.W * C;
+    for (int64_t iw = 0; iw < d.W; ++iw) {
+      int kx[2], nc = 0;
+      int64_t ow[2];
+      if (iw % 2 == 0) {
+        kx[nc] = 1; ow[nc++] = iw / 2;
+      } else {
+        if ((iw + 1) / 2 < d.OW) { kx[nc] = 0; ow[nc++] = (iw + 1) / 2; }
+        kx[nc] = 2; ow[nc++] = (iw - 1) / 2;
+      }
+      for (int64_t c = 0; c < C; c += 16) {
+        v16 acc{};
+        for (int i = 0; i < nr; ++i)
+          for (int j = 0; j < nc; ++j)
+            acc += Load(g + (oh[i] * d.OW + ow[j]) * C + c) *
+                   Load(wr + (ky[i] * 3 + kx[j]) * C + c);
+        Store(out + iw * C + c, acc);
+      }
+    }
+  }
+}
+
+// Weight gradient of output rows [q0, q1), nine accumulators per channel block.
+template <int S>
+FR_INLINE void Dw3WeightGrad(const float* dy, const float* x, float* dwr, const Dw& d,
+                             const float* zeros, int64_t q0, int64_t q1) {
+  const int64_t C = d.C;
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / d.OH, oh = q % d.OH;
+    const float* rows[3];
+    for (int ky = 0; ky < 3; ++ky) {
+      const int64_t ih = oh * S - 1 + ky;
+      rows[ky] = (ih >= 0 && ih < d.H) ? x + ((n * d.H) + ih) * d.W * C : zeros;
+    }
+    const float* g = dy + q * d.OW * C;
+    for (int64_t c = 0; c < C; c += 16) {
+      v16 acc[9];
+      for (int t = 0; t < 9; ++t) acc[t] = Load(dwr + t * C + c);
+      for (int64_t ow = 0; ow < d.OW; ++ow) {
+        const v16 gv = Load(g + ow * C + c);
+        const int64_t iw = ow * S - 1;
+        if (iw >= 0 && iw + 2 < d.W) {
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx)
+              acc[ky * 3 + kx] += gv * Load(rows[ky] + (iw + kx) * C + c);
+        } else {
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx)
+              if (iw + kx >= 0 && iw + kx < d.W)
+                acc[ky * 3 + kx] += gv * Load(rows[ky] + (iw + kx) * C + c);
+        }
+      }
+      for (int t = 0; t < 9; ++t) Store(dwr + t * C + c, acc[t]);
+    }
+  }
+}
+
+FR_CLONES void Dw3WeightGradRows(const float* dy, const float* x, float* dwr, const Dw& d,
+                                 const float* zeros, int64_t q0, int64_t q1) {
+  if (d.stride == 1) Dw3WeightGrad<1>(dy, x, dwr, d, zeros, q0, q1);
+  else Dw3WeightGrad<2>(dy, x, dwr, d, zeros, q0, q1);
+}
+
 MXReturnValue DwParse(const Attrs& attrs, int* num_in, int* num_out) {
   *num_in = 2;
   *num_out = 1;
@@ -359,11 +503,15 @@ MXReturnValue DwForward(const Attrs& attrs, std::vector<MXTensor>* in,
   const std::vector<float> wr = DwRepack(in->at(1).data<float>(), d);
   const float* x = in->at(0).data<float>();
   float* y = out->at(0).data<float>();
+  const bool fast = Fast3x3(d);
+  const std::vector<float> zeros(fast ? d.W * d.C : 0, 0.f);
 #pragma omp parallel
   {
     int64_t b, e;
     Split(d.N * d.OH, omp_get_thread_num(), omp_get_num_threads(), 1, &b, &e);
-    DwForwardRows(x, wr.data(), y, d, b, e);
+    if (fast) Dw3ForwardRows(x, wr.data(), y, d.H, d.W, d.OH, d.OW, d.C, int(d.stride),
+                             zeros.data(), b, e);
+    else DwForwardRows(x, wr.data(), y, d, b, e);
   }
   return MX_SUCCESS;
 }
@@ -377,14 +525,32 @@ MXReturnValue DwBackward(const Attrs& attrs, std::vector<MXTensor>* in,
   const int T = omp_get_max_threads();
   const int64_t taps = d.kh * d.kw;
   std::vector<float> parts(static_cast<size_t>(T) * taps * d.C, 0.f);
+  const float* dy = in->at(0).data<float>();
+  const float* x = in->at(1).data<float>();
+  float* dx = out->at(0).data<float>();
+  const bool fast = Fast3x3(d);
+  const std::vector<float> zeros(fast ? std::max(d.W, d.OW) * d.C : 0, 0.f);
+  std::vector<float> flipped(fast ? 9 * d.C : 0);  // w[2 - ky][2 - kx]
+  for (int64_t t = 0; fast && t < 9; ++t)
+    std::copy(wr.begin() + (8 - t) * d.C, wr.begin() + (9 - t) * d.C,
+              flipped.begin() + t * d.C);
 #pragma omp parallel num_threads(T)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     int64_t b, e, qb, qe;
     Split(d.N * d.H, t, nt, 1, &b, &e);
     Split(d.N * d.OH, t, nt, 1, &qb, &qe);
-    DwBackwardRows(in->at(0).data<float>(), in->at(1).data<float>(), wr.data(),
-                   out->at(0).data<float>(), parts.data() + t * taps * d.C, d, b, e, qb, qe);
+    float* mine = parts.data() + t * taps * d.C;
+    if (!fast) {
+      DwBackwardRows(dy, x, wr.data(), dx, mine, d, b, e, qb, qe);
+    } else {
+      if (d.stride == 1)  // correlation of dy with the flipped kernel
+        Dw3ForwardRows(dy, flipped.data(), dx, d.OH, d.OW, d.H, d.W, d.C, 1,
+                       zeros.data(), b, e);
+      else
+        Dw3GradS2Rows(dy, wr.data(), dx, d, b, e);
+      Dw3WeightGradRows(dy, x, mine, d, zeros.data(), qb, qe);
+    }
   }
   std::vector<float> dwr(taps * d.C);
   SumParts(parts, T, taps * d.C, dwr.data());
