@@ -284,3 +284,37 @@ def test_trainer_engine_choice():
         _trainer("native", backbone="iresnet18")
     with pytest.raises(ValueError, match="engine must be"):
         _trainer("fast")
+
+
+def test_native_engine_two_contexts_and_exact_resume(tmp_path):
+    """Two CPU contexts keep identical replicas; a run stopped after 2
+    iterations and resumed from its checkpoint logs the same losses as an
+    uninterrupted one (the operators are deterministic)."""
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, (32, 3, 112, 112)).astype("float32")
+    y = rng.randint(0, 10, 32)
+
+    def run(out, max_iters, resume=False):
+        cfg = TrainConfig(backbone="mobilefacenet", num_classes=10, batch_size=8,
+                          max_iters=4, lr=0.01, checkpoint_every=2, progress=False,
+                          contexts=["cpu(0)", "cpu(1)"], kvstore="device",
+                          log_every=1, out_dir=str(tmp_path / out), resume=resume)
+        tr = FaceTrainer(cfg, ArrayBatches(X, y, 8, seed=1))
+        assert tr.engine == "native"
+        tr.fit(max_iters=max_iters)
+        return tr
+
+    full = run("full", 4)
+    for p in full.net.collect_params().values():
+        if p.grad_req != "null":   # (running statistics are per context)
+            a, b = (d.asnumpy() for d in p.list_data())
+            np.testing.assert_array_equal(a, b)
+    run("cut", 2)
+    resumed = run("cut", 4, resume=True)
+    assert resumed.iteration == 4
+    from fr_lib.train import read_log
+    losses = [{r["iteration"]: r["loss"] for r in read_log(t.log_path)["train"]}
+              for t in (full, resumed)]
+    assert sorted(losses[1]) == [1, 2, 3, 4]
+    np.testing.assert_allclose([losses[1][i] for i in (3, 4)],
+                               [losses[0][i] for i in (3, 4)], rtol=1e-6)

@@ -9,6 +9,10 @@ about 2x faster (``benchmarks/bench_train.py``).
 
 A third operator, ``fr_fused_net`` (``csrc/fr_fused.cc``), runs a whole
 MobileFaceNet forward pass for inference: see :mod:`fr_lib.model_zoo.fused`.
+``fr_pw_conv``, ``fr_dw_conv`` and ``fr_bn_act`` (``csrc/fr_train.cc``) are
+channels-last training operators with backward passes, used by
+:class:`fr_lib.model_zoo.NativeTrainingView` (the trainer's default engine
+for MobileFaceNet on CPU).
 
 How: the C++ sources ``csrc/*.cc`` ship with the package. The first call
 that needs it compiles it with the system C++ compiler (``c++``/``g++``, a few
