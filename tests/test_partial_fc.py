@@ -80,11 +80,13 @@ def test_two_contexts_equal_one_context():
     for step in range(3):
         x, y = _data(batch, dim, classes, seed=step)
         ra, rb = _pfc_step(a, x, y), _pfc_step(b, x, y)
+        # (b forms the softmax from per-shard log-sum-exps, a with one
+        # operator over the whole matrix: float32 rounding differs)
         for u, v in zip(ra, rb):
-            assert_allclose(u, v, rtol=1e-5, atol=1e-6)
-    assert_allclose(a.weight().asnumpy(), b.weight().asnumpy(), rtol=1e-5, atol=1e-7)
+            assert_allclose(u, v, rtol=5e-5, atol=1e-6)
+    assert_allclose(a.weight().asnumpy(), b.weight().asnumpy(), rtol=5e-5, atol=1e-7)
     assert_allclose(a.momentum_buffer().asnumpy(), b.momentum_buffer().asnumpy(),
-                    rtol=1e-5, atol=1e-7)
+                    rtol=5e-5, atol=1e-7)
 
 
 # ---- sampled softmax against NumPy --------------------------------------
@@ -265,3 +267,44 @@ def test_other_bad_arguments():
     pfc(mx.nd.ones((3, 4)), mx.nd.array([1, 2, 3]))           # not recorded
     with pytest.raises(RuntimeError, match="record"):
         pfc.step(1)
+
+
+# ---- softmax across shards ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "normface", "combined"])
+def test_sharded_softmax_equals_joined(name):
+    """Per-shard log-sum-exps (only (batch,) vectors leave a shard) give the
+    joined matrix's loss and gradients."""
+    batch, dim, classes = 12, 8, 40
+    x, y = _data(batch, dim, classes, seed=4)
+    w = np.random.RandomState(5).normal(size=(classes, dim))
+    head = np.random.RandomState(6).uniform(size=batch)
+    ctx = [mx.cpu(i) for i in range(3)]
+    out = {}
+    for mode in ("joined", "sharded"):
+        pfc = PartialFC(classes, dim, name, sample_rate=0.5, ctx=ctx, seed=3,
+                        softmax=mode)
+        assert pfc.softmax == mode
+        pfc.set_weight(mx.nd.array(w))
+        X = mx.nd.array(x)
+        X.attach_grad()
+        with autograd.record():
+            loss = pfc(X, mx.nd.array(y))
+        loss.backward(mx.nd.array(head))
+        ids, wgrad = pfc.sampled_grad()
+        out[mode] = loss.asnumpy(), X.grad.asnumpy(), ids, wgrad
+    (la, ga, ia, wa), (lb, gb, ib, wb) = out["joined"], out["sharded"]
+    assert_array_equal(ia, ib)
+    assert_allclose(lb, la, rtol=1e-5)
+    assert_allclose(gb, ga, rtol=1e-4, atol=1e-6 * np.abs(ga).max())
+    assert_allclose(wb, wa, rtol=1e-4, atol=1e-6 * np.abs(wa).max())
+
+
+def test_softmax_mode_choice():
+    assert PartialFC(10, 4, "arcface", ctx=CTX2).softmax == "sharded"
+    assert PartialFC(10, 4, "arcface").softmax == "joined"        # one shard
+    assert PartialFC(10, 4, "circle", ctx=CTX2).softmax == "joined"
+    with pytest.raises(ValueError, match="true-class logit"):
+        PartialFC(10, 4, "curricularface", ctx=CTX2, softmax="sharded")
+    with pytest.raises(ValueError, match="softmax must be"):
+        PartialFC(10, 4, softmax="gathered")

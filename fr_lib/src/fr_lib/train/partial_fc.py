@@ -120,6 +120,14 @@ class PartialFC:
         Added under the square roots of the L2 norms, as in NormDense.
     seed : int or None, default None
         Seed of the negative sampling (a ``numpy.random.Generator``).
+    softmax : {'auto', 'sharded', 'joined'}, default 'auto'
+        How the softmax over the shards is formed (see Notes). ``'sharded'``
+        keeps each shard's logits on its own context and moves only
+        ``(batch,)`` vectors; it needs a loss that changes only the
+        true-class logit (NormFace, CosFace, ArcFace, combined margins).
+        ``'joined'`` copies the shards' cosines into one matrix on the
+        embeddings' context (any loss). ``'auto'``: sharded with several
+        shards and such a loss, joined otherwise.
     **loss_kwargs
         Passed to :func:`fr_lib.loss.get_loss` when ``loss`` is a name.
 
@@ -127,23 +135,26 @@ class PartialFC:
     ------
     ValueError
         For a ``sample_rate`` outside ``(0, 1]``, fewer classes than shards,
-        an unknown loss name or a Sub-center ArcFace loss.
+        an unknown loss name, a Sub-center ArcFace loss, an unknown
+        ``softmax`` or ``softmax='sharded'`` with a loss that reweights
+        other logits than the true class's.
 
     Notes
     -----
-    **Softmax across shards.** On several GPUs of one or more machines the
-    paper all-gathers the embeddings, computes each shard's logits on its own
-    device and forms the softmax without moving the logits: an all-reduce of
-    the row maxima :math:`M_i = \max_s \max_{j\in S_s} z_{ij}` and then of
-    the sums :math:`Z_i = \sum_s \sum_{j\in S_s} e^{z_{ij}-M_i}` gives
-    :math:`p_{ij} = e^{z_{ij}-M_i}/Z_i` on every device, and the gradient
-    :math:`p_{ij} - [j = y_i]` of each logit stays local. In one process
-    (this class) the per-shard logits are instead copied to the embeddings'
-    context and joined into one ``(batch, Σ|S_s|)`` matrix, which is exactly
-    the same softmax, lets every loss see the whole sampled matrix (so
-    losses that reweight every logit, such as Circle loss, work unchanged)
-    and is what the tests can check. Under autograd the copies carry the gradients back
-    to each shard and to the embeddings.
+    **Softmax across shards.** As in the paper, the shards never exchange
+    logits (``softmax='sharded'``): shard :math:`s` computes its logits
+    :math:`z_{ij} = s\cos\theta_{ij}` on its own context, with the true-class
+    entry of the rows it owns replaced by the margin target, and their row
+    log-sum-exp :math:`L_{is}`; only these ``(batch,)`` vectors (and the
+    true-class cosines) travel to the embeddings' context, where
+    :math:`\ell_i = \log\sum_s e^{L_{is}} - z_{i y_i}` is the loss. Autograd
+    sends back :math:`p_{ij} - [j = y_i]` to each shard's logits, as the
+    paper's all-reduce of the row maxima and sums does on several GPUs.
+    With ``softmax='joined'`` (one shard, or losses such as Circle loss and
+    CurricularFace that reweight every logit) the per-shard cosines are
+    copied to the embeddings' context and joined into one
+    ``(batch, Σ|S_s|)`` matrix -- the same softmax, but the whole sampled
+    matrix then lives on one device.
 
     **Sparse update.** Each step the sampled rows are gathered into a small
     array that records gradients; :meth:`step` turns its gradient into a
@@ -172,7 +183,7 @@ class PartialFC:
     def __init__(self, num_classes, in_units, loss="arcface", sample_rate=0.1,
                  ctx=None, learning_rate=0.1, momentum=0.9, wd=5e-4,
                  clip_gradient=None, lr_scheduler=None, weight_initializer=None,
-                 eps=1e-12, seed=None, **loss_kwargs):
+                 eps=1e-12, seed=None, softmax="auto", **loss_kwargs):
         if isinstance(num_classes, bool) or int(num_classes) != num_classes \
                 or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
@@ -210,6 +221,7 @@ class PartialFC:
         self._eps = float(eps)
         self._rng = np.random.default_rng(seed)
         self.loss = self._make_loss(loss, loss_kwargs)
+        self.softmax = self._softmax_mode(softmax, self.loss, len(ctx))
 
         init = weight_initializer if weight_initializer is not None \
             else mx.init.Normal(0.01)
@@ -237,6 +249,23 @@ class PartialFC:
             raise ValueError("Sub-center ArcFace needs k centres per class; "
                              "PartialFC samples one centre per class")
         return loss
+
+    @staticmethod
+    def _softmax_mode(mode, loss, num_shards):
+        from ..loss.margin import _MarginSoftmaxLoss
+        if mode not in ("auto", "sharded", "joined"):
+            raise ValueError(f"softmax must be 'auto', 'sharded' or 'joined', got {mode!r}")
+        # losses that change only the true-class logit, through _target
+        cls = type(loss)
+        target_only = isinstance(loss, _MarginSoftmaxLoss) and \
+            cls.forward is _MarginSoftmaxLoss.forward and \
+            cls.hybrid_forward is _MarginSoftmaxLoss.hybrid_forward
+        if mode == "sharded" and not target_only:
+            raise ValueError(f"softmax='sharded' needs a loss that changes only the "
+                             f"true-class logit; {cls.__name__} does not: use 'joined'")
+        if mode == "auto":
+            mode = "sharded" if target_only and num_shards > 1 else "joined"
+        return mode
 
     # ------------------------------------------------------------------ sampling
     def _check_label(self, label, batch=None):
@@ -339,8 +368,7 @@ class PartialFC:
                              f"got {x.shape}")
         labels = self._check_label(label, batch=x.shape[0])
         sample = self.sample(labels)
-        home = x.context
-        pending, parts = [], []
+        pending, cosines = [], []
         recording = autograd.is_recording()
         xn = _normalize(x, self._eps)
         for s, (start, _) in enumerate(self.shard_ranges):
@@ -351,14 +379,65 @@ class PartialFC:
             if recording:    # a fresh leaf: the gradient stops at the sampled rows
                 w_sub.attach_grad()
             pending.append((w_sub, local))
-            cos = mx.nd.FullyConnected(xn.as_in_context(c), _normalize(w_sub, self._eps),
-                                       no_bias=True, num_hidden=local.shape[0])
-            parts.append(cos.as_in_context(home))
-        cos = parts[0] if len(parts) == 1 else mx.nd.concat(*parts, dim=1)
-        y = mx.nd.array(sample.label, ctx=home, dtype=cos.dtype)
+            cosines.append(mx.nd.FullyConnected(
+                xn.as_in_context(c), _normalize(w_sub, self._eps), no_bias=True,
+                num_hidden=local.shape[0]))
         self.last_sample = sample
         self._pending = pending if recording else None
+        if self.softmax == "sharded":
+            return self._sharded_loss(cosines, sample, x.context, *extra)
+        home = x.context
+        parts = [cos.as_in_context(home) for cos in cosines]
+        cos = parts[0] if len(parts) == 1 else mx.nd.concat(*parts, dim=1)
+        y = mx.nd.array(sample.label, ctx=home, dtype=cos.dtype)
         return self.loss(cos, y, *extra)
+
+    def _sharded_loss(self, cosines, sample, home, *extra):
+        """The margin softmax loss from per-shard log-sum-exps (see Notes)."""
+        loss = self.loss
+        scale = loss._s
+        # float16 cosines (AMP) are promoted, as the losses do
+        cosines = [c if c.dtype in (np.float32, np.float64) else c.astype("float32")
+                   for c in cosines]
+        offsets = np.cumsum([0] + [c.shape[1] for c in cosines])
+        owned, cols = [], []
+        cos_y = None
+        for s, cos in enumerate(cosines):
+            col = sample.label - offsets[s]
+            mine = (col >= 0) & (col < cos.shape[1])
+            owned.append(mine)
+            cols.append(np.where(mine, col, 0))
+            with autograd.pause():
+                c_idx = mx.nd.array(cols[s], ctx=cos.context, dtype=cos.dtype)
+                mask = mx.nd.array(mine, ctx=home, dtype=cos.dtype)
+            picked = mx.nd.pick(cos, c_idx, axis=1).as_in_context(home) * mask
+            cos_y = picked if cos_y is None else cos_y + picked
+        target = loss._target(mx.nd, cos_y, *extra)
+        if target is None:              # NormFace: no margin
+            target = cos_y
+        lses = []
+        for s, cos in enumerate(cosines):
+            z = cos * scale
+            if owned[s].any():
+                rows = np.flatnonzero(owned[s])
+                with autograd.pause():
+                    flat = mx.nd.array(rows * cos.shape[1] + cols[s][rows], ctx=cos.context,
+                                       dtype="int64")
+                    sel = mx.nd.array(rows, ctx=home, dtype="int64")
+                t = mx.nd.take(target, sel).as_in_context(cos.context) * scale
+                z = mx.nd.contrib.index_copy(z.reshape((-1, 1)), flat,
+                                             t.reshape((-1, 1))).reshape(z.shape)
+            with autograd.pause():
+                top = mx.nd.max(z, axis=1)   # any constant per row: no gradient needed
+            lse = mx.nd.log(mx.nd.sum(mx.nd.exp(mx.nd.broadcast_sub(
+                z, top.reshape((-1, 1)))), axis=1)) + top
+            lses.append(lse.as_in_context(home))
+        stacked = mx.nd.stack(*lses, axis=0)
+        with autograd.pause():
+            top = mx.nd.max(stacked, axis=0)
+        total = mx.nd.log(mx.nd.sum(mx.nd.exp(mx.nd.broadcast_sub(
+            stacked, top.reshape((1, -1)))), axis=0)) + top
+        return total - target * scale
 
     # ---------------------------------------------------------------- optimizer
     def step(self, batch_size):
