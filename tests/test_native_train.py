@@ -316,5 +316,6 @@ def test_native_engine_two_contexts_and_exact_resume(tmp_path):
     losses = [{r["iteration"]: r["loss"] for r in read_log(t.log_path)["train"]}
               for t in (full, resumed)]
     assert sorted(losses[1]) == [1, 2, 3, 4]
+    assert read_log(full.log_path)["start"][0]["engine"] == "native"
     np.testing.assert_allclose([losses[1][i] for i in (3, 4)],
                                [losses[0][i] for i in (3, 4)], rtol=1e-6)

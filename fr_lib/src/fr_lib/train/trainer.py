@@ -1155,7 +1155,10 @@ class FaceTrainer:
         if self.iteration == 0:
             self._truncate_log(0)
             self._log({"event": "start", "iteration": 0, "config": cfg.to_dict(),
-                       "contexts": [str(c) for c in self.contexts]})
+                       "contexts": [str(c) for c in self.contexts],
+                       "engine": self.engine, "engine_reason": self.engine_reason})
+            logger.info("fr_lib: training engine %s%s", self.engine,
+                        f" ({self.engine_reason})" if self.engine_reason else "")
         start_time = time.perf_counter()
         step_time, step_images = 0.0, 0
         window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
