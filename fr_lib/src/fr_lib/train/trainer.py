@@ -398,8 +398,8 @@ class TrainConfig:
         :class:`~fr_lib.model_zoo.NativeTrainingView` (fr_lib's channels-last
         native operators, same parameters and results up to float32
         rounding, 1.9-2.5x faster in ``benchmarks/bench_train.py``) and
-        anything else with MXNet's operators; ``'native'`` insists on the view (ValueError when it
-        cannot be used); ``'mxnet'`` never uses it.
+        anything else with MXNet's operators; ``'native'`` insists on the
+        view (ValueError when it cannot be used); ``'mxnet'`` never uses it.
     """
     backbone: str = "mobilefacenet"
     backbone_kwargs: dict = field(default_factory=dict)
