@@ -51,8 +51,17 @@ def _pair(value, what, conv):
     return int(value[0])
 
 
-def _unit(conv, bn, act, save=False, residual=False):
-    """One convolution with its BatchNorm folded in, as float64 arrays."""
+def conv_settings(conv):
+    """``((kh, kw), stride, pad, groups)`` of an undilated NCHW ``Conv2D``
+    without activation whose stride and padding are the same on both axes:
+    the convolutions fr_lib's native operators run (here and in
+    :mod:`fr_lib.model_zoo.native_train`).
+
+    Raises
+    ------
+    UnsupportedNetwork
+        For anything else.
+    """
     if not isinstance(conv, nn.Conv2D):
         raise UnsupportedNetwork(f"expected a Conv2D, got {type(conv).__name__}")
     kw = conv._kwargs
@@ -60,6 +69,13 @@ def _unit(conv, bn, act, save=False, residual=False):
         raise UnsupportedNetwork(f"{conv.name}: only NCHW convolutions without activation")
     if any(int(d) != 1 for d in kw["dilate"]):
         raise UnsupportedNetwork(f"{conv.name}: dilation is not supported")
+    return (tuple(int(k) for k in kw["kernel"]), _pair(kw["stride"], "stride", conv),
+            _pair(kw["pad"], "pad", conv), int(kw["num_group"]))
+
+
+def _unit(conv, bn, act, save=False, residual=False):
+    """One convolution with its BatchNorm folded in, as float64 arrays."""
+    _, stride, pad, groups = conv_settings(conv)
     weight = _numpy(conv.weight)
     cout = weight.shape[0]
     bias = _numpy(conv.bias) if conv.bias is not None else np.zeros(cout)
@@ -76,9 +92,8 @@ def _unit(conv, bn, act, save=False, residual=False):
         if not isinstance(act, (PReLU, nn.PReLU)):
             raise UnsupportedNetwork(f"unsupported activation {type(act).__name__}")
         alpha = np.broadcast_to(_numpy(act.alpha), (cout,))
-    return dict(weight=weight, bias=bias, alpha=alpha, groups=int(kw["num_group"]),
-                stride=_pair(kw["stride"], "stride", conv), pad=_pair(kw["pad"], "pad", conv),
-                save=save, residual=residual, name=conv.name)
+    return dict(weight=weight, bias=bias, alpha=alpha, groups=groups, stride=stride,
+                pad=pad, save=save, residual=residual, name=conv.name)
 
 
 def _units(net):

@@ -5,7 +5,8 @@
 :mod:`fr_lib.ops` (``csrc/fr_train.cc``), each with its own backward pass:
 
 - ``fr_pw_conv``: a 1x1 convolution as a register-tiled GEMM on NHWC data;
-- ``fr_dw_conv``: a depthwise convolution (any kernel, stride and padding);
+- ``fr_dw_conv``: a depthwise convolution (any kernel; one stride and one
+  padding for both axes);
 - ``fr_bn_act``: BatchNorm with the statistics of the batch followed by
   PReLU (or nothing), in two passes forward and two backward.
 
@@ -34,25 +35,10 @@ from mxnet import autograd
 from mxnet.gluon import nn
 
 from .. import ops
+from .fused import UnsupportedNetwork as _Unsupported, conv_settings
 from .mobilefacenet import MobileFaceNet, _Bottleneck, _ConvBN
 
 __all__ = ["NativeTrainingView", "native_training_support"]
-
-
-class _Unsupported(ValueError):
-    pass
-
-
-def _conv_geometry(conv):
-    kw = conv._kwargs
-    kernel, stride, pad = kw["kernel"], kw["stride"], kw["pad"]
-    if len(set(kernel)) != 1 or len(set(stride)) != 1 or len(set(pad)) != 1:
-        raise _Unsupported(f"{conv.name}: kernel, stride and padding must be square")
-    if kw.get("layout", "NCHW") != "NCHW" or conv.act is not None or not kw["no_bias"]:
-        raise _Unsupported(f"{conv.name}: only NCHW convolutions without bias or activation")
-    if tuple(kw.get("dilate", (1, 1))) != (1, 1):
-        raise _Unsupported(f"{conv.name}: dilated convolution")
-    return kernel[0], stride[0], pad[0], kw["num_group"], conv.weight.shape
 
 
 def _bn_settings(bn, channels):
@@ -66,10 +52,12 @@ def _bn_settings(bn, channels):
 
 def _plan_unit(unit, kind):
     """(kind, conv, bn, act, stride, pad, eps, momentum) of one _ConvBN."""
-    kernel, stride, pad, groups, wshape = _conv_geometry(unit.conv)
-    cout, cin_g = wshape[0], wshape[1]
+    kernel, stride, pad, groups = conv_settings(unit.conv)
+    if unit.conv.bias is not None:
+        raise _Unsupported(f"{unit.conv.name}: a convolution with bias")
+    cout, cin_g = unit.conv.weight.shape[:2]
     if kind == "pw":
-        if kernel != 1 or stride != 1 or pad != 0 or groups != 1:
+        if kernel != (1, 1) or stride != 1 or pad != 0 or groups != 1:
             raise _Unsupported(f"{unit.conv.name}: expected a 1x1 convolution")
         if cout % 32 or cin_g % 32:
             raise _Unsupported(f"{unit.conv.name}: 1x1 convolutions need channel "
