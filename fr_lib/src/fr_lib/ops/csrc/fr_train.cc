@@ -71,40 +71,29 @@ bool IsF32(const std::vector<int>& types, const char* op) {
 // ---------------------------------------------------------------- 1x1 conv
 
 // dW (M x N, row-major) += sum over k in [k0, k1) of dZ[k][m] * X[k][n]:
-// dZ rows of length M (= Cout), X rows of length N (= Cin, multiple of 32).
+// dZ rows of length M (= Cout), X rows of length N (= Cin); both multiples
+// of 32 (fr_pw_conv's shape check), so every tile is a full 8 x 32.
 FR_CLONES void WeightGrad(const float* dZ, const float* X, int64_t M, int64_t N,
                           int64_t k0, int64_t k1, float* dW) {
   constexpr int64_t kc = 128;
   for (int64_t kb = k0; kb < k1; kb += kc) {
     const int64_t ke = std::min(k1, kb + kc);
     for (int64_t m = 0; m < M; m += 8) {
-      const int rows = static_cast<int>(std::min<int64_t>(8, M - m));
       for (int64_t n = 0; n < N; n += kNR) {
         v16 acc[8][2];
-        for (int r = 0; r < rows; ++r) {
+        for (int r = 0; r < 8; ++r) {
           acc[r][0] = Load(dW + (m + r) * N + n);
           acc[r][1] = Load(dW + (m + r) * N + n + 16);
         }
-        if (rows == 8) {
-          for (int64_t k = kb; k < ke; ++k) {
-            const v16 x0 = Load(X + k * N + n), x1 = Load(X + k * N + n + 16);
-            const float* g = dZ + k * M + m;
-            for (int r = 0; r < 8; ++r) {
-              acc[r][0] += g[r] * x0;
-              acc[r][1] += g[r] * x1;
-            }
-          }
-        } else {
-          for (int64_t k = kb; k < ke; ++k) {
-            const v16 x0 = Load(X + k * N + n), x1 = Load(X + k * N + n + 16);
-            const float* g = dZ + k * M + m;
-            for (int r = 0; r < rows; ++r) {
-              acc[r][0] += g[r] * x0;
-              acc[r][1] += g[r] * x1;
-            }
+        for (int64_t k = kb; k < ke; ++k) {
+          const v16 x0 = Load(X + k * N + n), x1 = Load(X + k * N + n + 16);
+          const float* g = dZ + k * M + m;
+          for (int r = 0; r < 8; ++r) {
+            acc[r][0] += g[r] * x0;
+            acc[r][1] += g[r] * x1;
           }
         }
-        for (int r = 0; r < rows; ++r) {
+        for (int r = 0; r < 8; ++r) {
           Store(dW + (m + r) * N + n, acc[r][0]);
           Store(dW + (m + r) * N + n + 16, acc[r][1]);
         }
