@@ -217,6 +217,10 @@ class CheckpointManager:
     keep_last : int or None, default 3
         How many checkpoints to keep (None: all). Older ones are deleted only
         after a new one has been written completely.
+    readonly : bool, default False
+        Only list and load (``fr-eval``, ``fr-export``): the folder is
+        neither created nor cleaned of a running save's temporaries, and
+        :meth:`save` refuses.
 
     Examples
     --------
@@ -226,7 +230,7 @@ class CheckpointManager:
     >>> net.load_parameters(ckpt.file('net.params'))
     """
 
-    def __init__(self, directory, prefix="ckpt", keep_last=3):
+    def __init__(self, directory, prefix="ckpt", keep_last=3, readonly=False):
         if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):
             raise ValueError(f"prefix must be letters, digits or '_', got {prefix!r}")
         if keep_last is not None and (int(keep_last) != keep_last or keep_last < 1):
@@ -235,6 +239,9 @@ class CheckpointManager:
         self.prefix = prefix
         self.keep_last = keep_last
         self._pattern = re.compile(rf"{re.escape(prefix)}-(\d+)")
+        self.readonly = bool(readonly)
+        if self.readonly:
+            return
         os.makedirs(self.directory, exist_ok=True)
         self._remove_stale_temporaries()
 
@@ -264,6 +271,8 @@ class CheckpointManager:
             ``(iteration, path)`` pairs.
         """
         found = []
+        if self.readonly and not os.path.isdir(self.directory):
+            return found
         for name in os.listdir(self.directory):
             m = self._pattern.fullmatch(name)
             if m and os.path.isdir(os.path.join(self.directory, name)):
@@ -300,6 +309,8 @@ class CheckpointManager:
             temporary directory is removed, the previous checkpoints are
             untouched, and the original exception is chained.
         """
+        if self.readonly:
+            raise CheckpointError(f"{self.directory}: opened read-only, cannot save")
         final = self.path_for(iteration)
         tmp = tempfile.mkdtemp(prefix=f".tmp-{self.prefix}-{int(iteration):09d}-",
                                dir=self.directory)
