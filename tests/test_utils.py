@@ -11,7 +11,7 @@ import fr_install
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("", False), ("0", False), ("false", False), ("OFF", False),
+    ("0", False), ("false", False), ("OFF", False),
     ("1", True), ("true", True), ("Yes", True), ("on", True)])
 def test_quick_mode_values(monkeypatch, value, expected):
     monkeypatch.setenv("FR_QUICK", value)

@@ -135,7 +135,8 @@ def load_recipe(name_or_path, overrides=(), quick=None):
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {unknown}; valid: "
                          f"{sorted(_TOP_KEYS)}")
-    quick = quick_mode() if quick is None else quick
+    # a recipe reproduces a run: only an explicit FR_QUICK shrinks it
+    quick = quick_mode(default=False) if quick is None else quick
     if quick and recipe.get("quick"):
         recipe = _merge(recipe, recipe["quick"])
     recipe.pop("quick", None)

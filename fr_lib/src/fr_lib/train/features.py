@@ -19,6 +19,7 @@ from mxnet import autograd, gluon
 
 from ..loss import get_loss
 from ..model_zoo import NormDense, get_model
+from ..utils.device import as_devices
 
 __all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
            "train_features", "extract_embeddings"]
@@ -122,12 +123,22 @@ def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
 
 
 def extract_embeddings(net, X, batch_size=500, ctx=None):
-    """Run ``net`` over ``X`` (numpy or NDArray) in batches; returns numpy."""
-    ctx = ctx or mx.cpu()
+    """Run ``net`` over ``X`` (numpy or NDArray) in batches; returns numpy.
+
+    ``ctx``: a context or a list of them (each batch is split over the list,
+    one slice per device); ``None`` means :func:`fr_lib.utils.default_devices`
+    -- the devices ``net`` must have been initialised on.
+    """
+    devices = as_devices(ctx)
     out = []
     for start in range(0, len(X), batch_size):
-        batch = mx.nd.array(X[start:start + batch_size], ctx=ctx)
-        out.append(net(batch).asnumpy())
+        batch = X[start:start + batch_size]
+        if len(devices) == 1:
+            out.append(net(mx.nd.array(batch, ctx=devices[0])).asnumpy())
+            continue
+        parts = gluon.utils.split_and_load(mx.nd.array(batch), devices,
+                                           even_split=False)
+        out.extend(net(x).asnumpy() for x in parts)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -139,20 +150,23 @@ class FeatureResult:
     data: object
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
+    devices: list = field(default_factory=lambda: [mx.cpu()])
     _cache: dict = field(default_factory=dict, repr=False)
 
     def embeddings(self, split="test"):
         """Embeddings of the ``'train'`` or ``'test'`` digits (numpy, cached)."""
         if split not in self._cache:
             X = self.data.X_train if split == "train" else self.data.X_test
-            self._cache[split] = extract_embeddings(self.net, X)
+            self._cache[split] = extract_embeddings(self.net, X,
+                                                    ctx=self.devices)
         return self._cache[split]
 
     def predict(self, split="test"):
         """Predicted classes of a split."""
         emb = self.embeddings(split)
         if self.objective.predict_fn is not None:
-            return self.objective.predict_fn(mx.nd.array(emb)).argmax(axis=1).asnumpy()
+            e = mx.nd.array(emb, ctx=self.devices[0])
+            return self.objective.predict_fn(e).argmax(axis=1).asnumpy()
         # nearest class mean of the training embeddings
         train = self.embeddings("train")
         means = np.stack([train[self.data.y_train == c].mean(axis=0)
@@ -184,23 +198,38 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         Seeds MXNet and NumPy: the same call gives the same network.
     plot : bool
         Draw a live loss/accuracy curve (d2l's Animator) in a notebook.
+    ctx : mxnet.Context, list of Context or None
+        Where to train: ``None`` uses every GPU MXNet can run on, else
+        ``cpu(0)`` (:func:`fr_lib.utils.default_devices`). With several
+        devices each batch is split over them (data parallel, as in
+        :numref:`sec-data-parallel`); the gradients are summed by the trainer.
 
     Returns
     -------
     FeatureResult
+
+    Notes
+    -----
+    With several devices a loss with parameters (a head, centres) is
+    computed on each device's slice and weighted by the slice's share of the
+    batch -- every such loss here averages per-sample terms, so this is the
+    gradient of the whole batch. A loss without parameters may compare the
+    samples of a batch with each other (contrastive, triplet): it gets the
+    embeddings of the whole batch, gathered on the first device. Batch norm
+    still normalises each slice with its own statistics.
     """
     if isinstance(objective, str):
         objective = build_objective(objective)
-    ctx = ctx or mx.cpu()
+    devices = as_devices(ctx)
     mx.random.seed(seed)
     np.random.seed(seed)
     net = get_model("lenetpp", embedding_size=embedding_size, channels=channels,
                     batch_norm=batch_norm)
-    net.initialize(mx.init.Xavier(), ctx=ctx)
+    net.initialize(mx.init.Xavier(), ctx=devices)
     net.hybridize(static_alloc=True)
     params = net.collect_params()
     for block in objective.blocks:
-        block.initialize(mx.init.Xavier(), ctx=ctx)
+        block.initialize(mx.init.Xavier(), ctx=devices)
         # Everything after a static_alloc graph must be hybridized too: one
         # imperative Dense behind it made the LeNet++ step 50x slower.
         block.hybridize()
@@ -220,15 +249,18 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
                             legend=["train loss", "test acc"])
     history = {"epoch": [], "loss": [], "test_acc": []}
-    result = FeatureResult(net, objective, data, history)
+    result = FeatureResult(net, objective, data, history, devices=devices)
     start = time.perf_counter()
     for epoch in range(1, num_epochs + 1):
         total, count = 0.0, 0
         for X, y in train_iter:
-            X, y = X.as_in_context(ctx), y.as_in_context(ctx)
-            with autograd.record():
-                loss = objective.loss_fn(net(X), y)
-            loss.backward()
+            if len(devices) == 1:
+                X, y = X.as_in_context(devices[0]), y.as_in_context(devices[0])
+                with autograd.record():
+                    loss = objective.loss_fn(net(X), y)
+                loss.backward()
+            else:
+                loss = _parallel_step(net, objective, X, y, devices)
             trainer.step(1)  # the loss is already a batch mean
             total += float(loss.asscalar())
             count += 1
@@ -241,3 +273,27 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
             animator.add(epoch, (history["loss"][-1], acc))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _parallel_step(net, objective, X, y, devices):
+    """Forward and backward of one batch split over ``devices``.
+
+    Returns the batch's mean loss (on the first device). See the notes of
+    :func:`train_features` for how the loss is split.
+    """
+    xs = gluon.utils.split_and_load(X, devices, even_split=False)
+    ys = gluon.utils.split_and_load(y, devices, even_split=False)
+    per_slice = any(list(b.collect_params().keys())
+                    for b in objective.blocks)
+    with autograd.record():
+        embs = [net(x) for x in xs]
+        if per_slice:
+            losses = [objective.loss_fn(e, t) * (len(t) / len(y))
+                      for e, t in zip(embs, ys)]
+        else:
+            home = devices[0]
+            losses = [objective.loss_fn(
+                mx.nd.concat(*[e.as_in_context(home) for e in embs], dim=0),
+                y.as_in_context(home))]
+    autograd.backward(losses)
+    return mx.nd.add_n(*[l.as_in_context(devices[0]) for l in losses])

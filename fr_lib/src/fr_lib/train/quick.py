@@ -30,6 +30,7 @@ from mxnet import autograd, gluon
 
 from ..data.root import get_data_root
 from ..utils.fileio import atomic_write_bytes, atomic_write_text
+from ..utils.device import as_devices
 from ..utils.quick import quick_mode
 from ..model_zoo.quicknet import QuickFaceNet
 
@@ -79,6 +80,8 @@ class QuickModel:
         ``epoch``, ``loss`` and ``train_acc`` per epoch.
     val_accuracy : float
         10-fold verification accuracy on ``bin_path`` after training.
+    devices : list of mxnet.Context
+        Where ``net``'s parameters live: put its input on ``devices[0]``.
     """
     net: object
     bin_path: str
@@ -89,6 +92,7 @@ class QuickModel:
     seconds: float = 0.0
     history: dict = field(default_factory=dict)
     val_accuracy: float = float("nan")
+    devices: list = field(default_factory=lambda: [mx.cpu()])
 
     @property
     def bin_paths(self):
@@ -227,15 +231,31 @@ def _train(settings, images, labels, bin_path, ctx, progress):
             batch = images[idx]
             batch[flips[idx]] = batch[flips[idx], :, ::-1]  # random mirror
             # normalised in NumPy: MXNet's uint8 transpose took 10x as long
-            X = mx.nd.array(normalize_batch(batch), ctx=ctx)
-            y = mx.nd.array(labels[idx], ctx=ctx)
-            with autograd.record():
-                cos = head(net(X))
-                l = loss(cos, y).mean()
-            l.backward()
+            X = normalize_batch(batch)
+            if len(ctx) == 1:
+                X = mx.nd.array(X, ctx=ctx[0])
+                y = mx.nd.array(labels[idx], ctx=ctx[0])
+                with autograd.record():
+                    cos = head(net(X))
+                    l = loss(cos, y).mean()
+                l.backward()
+                hits = (cos.argmax(axis=1) == y).sum()
+            else:  # data parallel: each device a slice, weighted by its share
+                xs = gluon.utils.split_and_load(X, ctx, even_split=False)
+                ys = gluon.utils.split_and_load(labels[idx], ctx,
+                                                even_split=False)
+                with autograd.record():
+                    coss = [head(net(x)) for x in xs]
+                    parts = [loss(c, t).mean() * (len(t) / batch_size)
+                             for c, t in zip(coss, ys)]
+                autograd.backward(parts)
+                l = mx.nd.add_n(*[p.as_in_context(ctx[0]) for p in parts])
+                hits = mx.nd.add_n(*[(c.argmax(axis=1) == t).sum()
+                                     .as_in_context(ctx[0])
+                                     for c, t in zip(coss, ys)])
             trainer.step(1)  # the loss is already a batch mean
             total += float(l.asscalar())
-            correct += int((cos.argmax(axis=1) == y).sum().asscalar())
+            correct += int(hits.asscalar())
             count += 1
             bar.update(1)
         history["epoch"].append(epoch)
@@ -268,8 +288,11 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
         Train again even when a cached model exists (and replace it).
     root : str or None
         Cache root; default ``<data root>/quick``.
-    ctx : mxnet.Context or None
-        Default ``mx.cpu()``.
+    ctx : mxnet.Context, list of Context or None
+        Where to train and keep the network: ``None`` uses every GPU MXNet
+        can run on, else ``cpu(0)`` (:func:`fr_lib.utils.default_devices`);
+        with several devices each batch is split over them. The cache does
+        not depend on it: a model trained on a GPU loads on a CPU.
     progress : bool
         tqdm bars while rendering and training.
     workers : int
@@ -298,7 +321,7 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
     never leaves a cache that later calls would trust.
     """
     settings = quick_settings(**overrides)
-    ctx = ctx or mx.cpu()
+    ctx = as_devices(ctx)
     root = root or os.path.join(get_data_root(), "quick")
     data = quick_dataset(settings, root=root, workers=workers, progress=progress)
     model_dir = os.path.join(root, "model-" + _key(dict(settings,
@@ -314,7 +337,7 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
         _COUNTERS["loaded"] += 1
         return QuickModel(net, data["bin"], data["out_dir"], params_path, settings,
                           False, meta["seconds"], meta["history"],
-                          meta["val_accuracy"])
+                          meta["val_accuracy"], ctx)
     images, labels = _load_images(data["out_dir"])
     net, history, seconds, acc = _train(settings, images, labels, data["bin"], ctx,
                                         progress)
@@ -333,4 +356,4 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
     atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
     _COUNTERS["trained"] += 1
     return QuickModel(net, data["bin"], data["out_dir"], params_path, settings,
-                      True, seconds, history, acc)
+                      True, seconds, history, acc, ctx)

@@ -12,7 +12,8 @@ Reused rather than rewritten (imported on first use):
 """
 from mxnet.gluon.utils import split_and_load
 
-from .device import list_gpus, get_devices, describe_devices
+from .device import (list_gpus, get_devices, describe_devices, default_devices,
+                     as_devices, has_gpu)
 from .lazy import lazy_exports
 from .plot import use_chinese_font, find_cjk_font_files
 from .quick import quick_mode, pick, QUICK_ENV
@@ -28,7 +29,8 @@ __getattr__ = lazy_exports(__name__, {
     "export_block": ("gluoncv.utils", "export_block", "gluoncv==0.10.5.post0"),
 })
 
-__all__ = ["list_gpus", "get_devices", "describe_devices", "split_and_load",
+__all__ = ["list_gpus", "get_devices", "describe_devices", "default_devices",
+           "as_devices", "has_gpu", "split_and_load",
            "use_chinese_font", "find_cjk_font_files", "quick_mode", "pick",
            "QUICK_ENV", "Registry", "require_ipywidgets", "slider", "Timer",
            "Animator", "Accumulator", "export_block"] + vis.__all__

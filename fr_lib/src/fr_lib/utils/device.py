@@ -3,9 +3,14 @@ import logging
 
 import mxnet as mx
 
-__all__ = ["list_gpus", "get_devices", "describe_devices"]
+__all__ = ["list_gpus", "get_devices", "describe_devices", "default_devices",
+           "as_devices", "has_gpu", "reset_default_devices"]
 
 logger = logging.getLogger("fr_lib")
+
+# What a call without a device choice uses: probed once per process (the
+# probe runs a kernel on each GPU; quick_mode() asks on every pick()).
+_DEFAULT = []
 
 
 def _gpu_works(ctx):
@@ -76,6 +81,48 @@ def get_devices(num_gpus=None, num_cpus=1):
     if num_gpus != 0:
         logger.warning("fr_lib: no usable GPU found; falling back to %s",
                        describe_devices(devices))
+    return devices
+
+
+def default_devices():
+    """Every usable GPU, else ``[cpu(0)]``: probed once, then remembered.
+
+    This is what fr_lib's loops use when the caller names no device (their
+    ``ctx=None``). Unlike :func:`get_devices` it logs nothing when there is
+    no GPU, so a CPU notebook's output stays as it was; a GPU that MXNet
+    cannot run on (e.g. Hopper with the cu11x wheels) is still reported once.
+    Call :func:`reset_default_devices` after changing what MXNet can see.
+    """
+    if not _DEFAULT:
+        _DEFAULT.extend(list_gpus() or [mx.cpu(0)])
+    return list(_DEFAULT)
+
+
+def reset_default_devices():
+    """Forget the remembered probe of :func:`default_devices` (for tests)."""
+    _DEFAULT.clear()
+
+
+def has_gpu():
+    """True when :func:`default_devices` found a GPU MXNet can compute on."""
+    return default_devices()[0].device_type == "gpu"
+
+
+def as_devices(ctx=None):
+    """A non-empty list of contexts from ``None``, one context or a list.
+
+    ``None`` means :func:`default_devices`. This is how fr_lib's loops read
+    their ``ctx`` argument, so ``ctx=mx.gpu(0)``, ``ctx=[mx.gpu(0),
+    mx.gpu(1)]`` and ``ctx=get_devices()`` all work.
+    """
+    if ctx is None:
+        return default_devices()
+    if isinstance(ctx, mx.Context):
+        return [ctx]
+    devices = list(ctx)
+    if not devices or not all(isinstance(c, mx.Context) for c in devices):
+        raise ValueError(f"ctx must be an mx.Context or a non-empty list of "
+                         f"them, got {ctx!r}")
     return devices
 
 

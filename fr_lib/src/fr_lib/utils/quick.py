@@ -6,10 +6,32 @@ __all__ = ["QUICK_ENV", "quick_mode", "pick"]
 QUICK_ENV = "FR_QUICK"
 
 
-def quick_mode():
-    """True when ``FR_QUICK`` is set to 1/true/yes/on (case-insensitive)."""
+def quick_mode(default=None):
+    """Whether to run the quick setting (small data, few epochs).
+
+    ``FR_QUICK`` decides when it is set: 1/true/yes/on (case-insensitive)
+    means quick, 0/false/no/off means full.
+
+    Parameters
+    ----------
+    default : bool or None
+        What an unset (or empty) ``FR_QUICK`` means. ``None``, the book's
+        rule: quick unless MXNet can compute on a GPU here
+        (:func:`fr_lib.utils.has_gpu`), so a laptop or a CPU runtime gets
+        the minutes-long setting and a GPU the full one.
+
+    Raises
+    ------
+    ValueError
+        For any other value of ``FR_QUICK``.
+    """
     value = os.environ.get(QUICK_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value == "":
+        if default is None:
+            from .device import has_gpu
+            return not has_gpu()
+        return bool(default)
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
