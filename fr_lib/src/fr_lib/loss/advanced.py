@@ -38,7 +38,8 @@ from mxnet import autograd
 
 from .. import ops
 from . import register_loss
-from .margin import ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs, _check_labels
+from .margin import (ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs, _check_labels,
+                     _graph_checked_labels)
 
 __all__ = ["SubCenterArcFaceLoss", "CurricularFaceLoss", "MagFaceLoss",
            "AdaFaceLoss", "CircleLoss"]
@@ -255,6 +256,8 @@ class CurricularFaceLoss(_MarginSoftmaxLoss):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
+        if F is not mx.nd and not ops.use_native():  # the native kernel checks them
+            label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         cos_ym = F.cos(self._theta(F, cos_y) + self._m)
         target = _arc_fallback(F, cos_y, cos_ym, self._m)
@@ -567,6 +570,8 @@ class CircleLoss(_MarginSoftmaxLoss):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
+        if F is not mx.nd and not ops.use_native():  # the native kernel checks them
+            label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         alpha_p = F.stop_gradient(F.relu(1.0 + self._m - cos_y))
         positive = alpha_p * (cos_y - (1.0 - self._m))

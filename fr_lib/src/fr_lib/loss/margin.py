@@ -21,9 +21,12 @@ Errors
     Called imperatively, a wrong shape, a non-integer label or a label outside
     ``[0, num_classes)`` raises :class:`ValueError` naming the bad label and
     the number of classes (this copies the labels to the host once per
-    call). Under ``hybridize()`` the graph cannot raise: the check does not
-    run and ``pick`` silently clips out-of-range labels, so check your data
-    imperatively first.
+    call). Under ``hybridize()`` an out-of-range label fails the graph with
+    an ``MXNetError`` when its result is read (fr_lib's native operator
+    checks the labels; the MXNet formulas check them with
+    ``take(mode='raise')``), and no operator ever indexes outside the cosine
+    matrix. :class:`~fr_lib.train.FaceTrainer` checks every batch's labels
+    on the host before the step, naming the batch.
 Precision
     float16 input (AMP on GPU) is computed in float32 and the loss is
     returned in float32; float32 and float64 are computed in their own type.
@@ -58,6 +61,17 @@ def _check_inputs(cos, label):
         raise ValueError(f"expected the cosine matrix of shape (batch, num_classes), "
                          f"got shape {cos.shape}")
     _check_labels(label, *cos.shape)
+
+
+def _graph_checked_labels(F, cos, label):
+    """``label`` (flat), failing the graph unless every entry is in
+    ``[0, num_classes)``: ``take(mode='raise')`` on one row of ``cos`` is the
+    only MXNet operator that checks indices; its result is multiplied by
+    zero and added, without gradient, so the values are unchanged."""
+    label = label.reshape((-1,))
+    row = F.slice_axis(cos, axis=0, begin=0, end=1).reshape((-1,))
+    probe = F.take(F.zeros_like(row), label, mode="raise")
+    return label + F.stop_gradient(probe) * 0
 
 
 def _check_labels(label, batch, num_classes):
@@ -107,9 +121,12 @@ class _MarginSoftmaxLoss(HybridBlock):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
+        native = ops.use_native()  # its operator checks the labels itself
+        if F is not mx.nd and not native:
+            label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         target = self._target(F, cos_y, *args)
-        if ops.use_native():
+        if native:
             # One read of the matrix forward, one write of its gradient
             # backward (fr_lib.ops); the formula below is the reference.
             replace = target is not None
@@ -136,8 +153,9 @@ def _replace_target(F, cos, label, target):
     # integer limit) already at batch 256 with 100k classes.
     num_classes = F.slice_axis(F.shape_array(cos), axis=0, begin=1, end=2)
     rows = F.cast(F.contrib.arange_like(label), dtype="int64")
-    flat = F.broadcast_add(F.broadcast_mul(rows, num_classes),
-                           F.cast(label, dtype="int64"))
+    # clipped like pick(): never an index outside the matrix, whatever the labels
+    inside = F.broadcast_minimum(F.maximum(F.cast(label, dtype="int64"), 0), num_classes - 1)
+    flat = F.broadcast_add(F.broadcast_mul(rows, num_classes), inside)
     replaced = F.contrib.index_copy(cos.reshape((-1, 1)), flat, target.reshape((-1, 1)))
     return F.reshape_like(replaced, cos)
 

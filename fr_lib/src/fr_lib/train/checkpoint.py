@@ -28,21 +28,27 @@ draws the data order and mirror flips from ``numpy.random.default_rng``
 seeded with ``(seed, epoch, batch)``. A resumed run therefore sees the same
 batches and the same random masks as an uninterrupted one.
 """
+import errno
 import hashlib
 import json
+import logging
 import os
 import random
 import re
+import secrets
 import shutil
-import tempfile
+import socket
 import time
 
 import numpy as np
 
 from ..utils.fileio import fsync_dir
 
-__all__ = ["CheckpointError", "Checkpoint", "CheckpointManager", "read_checkpoint",
-           "rng_state", "set_rng_state", "step_seed", "file_sha256"]
+__all__ = ["CheckpointError", "RunDirectoryError", "Checkpoint", "CheckpointManager",
+           "RunLock", "read_checkpoint", "rng_state", "set_rng_state", "step_seed",
+           "file_sha256", "disk_free"]
+
+logger = logging.getLogger("fr_lib")
 
 META = "meta.json"
 FORMAT_VERSION = 1
@@ -50,6 +56,165 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or truncated, or could not be written."""
+
+
+class RunDirectoryError(CheckpointError):
+    """A run directory cannot be used: it holds another run, another process
+    is writing to it, or it cannot be written (a full disk)."""
+
+
+def disk_free(path):
+    """``'<n> bytes free on the file system of <folder>'`` for error messages."""
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        st = os.statvfs(folder)
+        return f"{st.f_bavail * st.f_frsize} bytes free on the file system of {folder}"
+    except (OSError, AttributeError):
+        return f"free space of {folder} unknown"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of a run.
+
+    The lock is the file ``<directory>/.lock`` holding ``pid hostname``, kept
+    open with ``fcntl.flock``: the kernel releases it when the process
+    ends, however it ends (``SIGKILL`` included), so a lock file left behind
+    is recognised as stale and taken over with a warning. Where ``flock``
+    is not available (some network file systems) the file is created with
+    ``O_EXCL`` and a lock file whose process is dead (same host) counts as
+    stale.
+
+    Parameters
+    ----------
+    directory : str
+
+    Raises
+    ------
+    RunDirectoryError
+        From :meth:`acquire` when another process (or another trainer in
+        this process) holds the lock; the message names its pid and host.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(os.path.expanduser(directory))
+        self.path = os.path.join(self.directory, self.NAME)
+        self._fd = None
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+    def _owner(self):
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                parts = f.read().split()
+        except OSError:
+            return None, None
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        return pid, (parts[1] if len(parts) > 1 else None)
+
+    def _refuse(self, pid, host):
+        who = f"process {pid}" if pid else "another process"
+        if host:
+            who += f" on {host}"
+        raise RunDirectoryError(
+            f"{self.directory} is in use: {who} is training into it (lock file "
+            f"{self.path}). Wait for it to finish, stop it, or choose another out_dir; "
+            f"two runs writing into one directory would mix their checkpoints and logs")
+
+    def acquire(self):
+        """Take the lock (see the class docstring); returns ``self``."""
+        if self._fd is not None:
+            return self
+        os.makedirs(self.directory, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            fcntl = None
+        for _ in range(10):
+            if fcntl is None:
+                return self._acquire_excl(me)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    self._refuse(*self._owner())
+                if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    return self._acquire_excl(me)
+                raise
+            try:  # the file may have been removed by its last holder meanwhile
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = os.read(fd, 200).decode("utf-8", "replace").split()
+            if old:
+                logger.warning("fr_lib: %s: taking over a stale lock of process %s%s, "
+                               "which no longer holds it (it ended without releasing "
+                               "it)", self.directory, old[0],
+                               f" on {old[1]}" if len(old) > 1 else "")
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, me)
+            self._fd = fd
+            return self
+        raise RunDirectoryError(f"{self.path}: could not take the lock (it keeps changing)")
+
+    def _acquire_excl(self, me):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                pid, host = self._owner()
+                if host in (None, socket.gethostname()) and pid is not None and \
+                        pid != os.getpid() and not _pid_alive(pid):
+                    logger.warning("fr_lib: %s: taking over the stale lock of process "
+                                   "%d (no longer running)", self.directory, pid)
+                    os.remove(self.path)
+                    continue
+                self._refuse(pid, host)
+            os.write(fd, me)
+            self._fd = fd
+            return self
+        self._refuse(*self._owner())
+
+    def release(self):
+        """Remove the lock file and release the lock (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(fd)  # closing releases the flock
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def file_sha256(path, chunk=1 << 20):
@@ -217,6 +382,10 @@ class CheckpointManager:
     keep_last : int or None, default 3
         How many checkpoints to keep (None: all). Older ones are deleted only
         after a new one has been written completely.
+    clean : bool, default True
+        Remove the temporaries of saves killed midway now; a caller that
+        must first lock the folder (:class:`RunLock`) passes False and calls
+        :meth:`remove_stale_temporaries` once it holds the lock.
     readonly : bool, default False
         Only list and load (``fr-eval``, ``fr-export``): the folder is
         neither created nor cleaned of a running save's temporaries, and
@@ -230,7 +399,7 @@ class CheckpointManager:
     >>> net.load_parameters(ckpt.file('net.params'))
     """
 
-    def __init__(self, directory, prefix="ckpt", keep_last=3, readonly=False):
+    def __init__(self, directory, prefix="ckpt", keep_last=3, clean=True, readonly=False):
         if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):
             raise ValueError(f"prefix must be letters, digits or '_', got {prefix!r}")
         if keep_last is not None and (int(keep_last) != keep_last or keep_last < 1):
@@ -243,10 +412,14 @@ class CheckpointManager:
         if self.readonly:
             return
         os.makedirs(self.directory, exist_ok=True)
-        self._remove_stale_temporaries()
+        if clean:
+            self.remove_stale_temporaries()
 
-    def _remove_stale_temporaries(self):
-        # left by a process killed during a save (never a complete checkpoint)
+    def remove_stale_temporaries(self):
+        """Remove what a process killed during a save left (never a complete
+        checkpoint); only safe while no other process saves into the folder."""
+        if not os.path.isdir(self.directory):
+            return
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
             if name.startswith(f".tmp-{self.prefix}-"):
@@ -312,8 +485,18 @@ class CheckpointManager:
         if self.readonly:
             raise CheckpointError(f"{self.directory}: opened read-only, cannot save")
         final = self.path_for(iteration)
-        tmp = tempfile.mkdtemp(prefix=f".tmp-{self.prefix}-{int(iteration):09d}-",
-                               dir=self.directory)
+        # os.mkdir, not tempfile.mkdtemp: the directory keeps the umask's
+        # permissions after the rename (mkdtemp makes it 0700)
+        tmp = os.path.join(self.directory, f".tmp-{self.prefix}-{int(iteration):09d}-"
+                                           f"{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            os.mkdir(tmp)
+        except OSError as err:
+            raise CheckpointError(
+                f"could not write checkpoint {final}: cannot create {tmp} "
+                f"({type(err).__name__}: {err}; {disk_free(self.directory)}); the "
+                f"previous checkpoints are intact: {self._names()}") from err
         try:
             meta = {"format": FORMAT_VERSION, "iteration": int(iteration),
                     "time": time.time(), "files": {}, "state": state or {}}
@@ -350,9 +533,12 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
+            space = f"; {disk_free(self.directory)}" \
+                if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) \
+                else ""
             raise CheckpointError(
-                f"could not write checkpoint {final} ({type(err).__name__}: {err}); "
-                f"the previous checkpoints are intact: {self._names()}") from err
+                f"could not write checkpoint {final} ({type(err).__name__}: {err}"
+                f"{space}); the previous checkpoints are intact: {self._names()}") from err
         self._prune()
         return final
 

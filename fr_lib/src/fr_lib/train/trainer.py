@@ -13,10 +13,18 @@ iterations:
   the margin loss stay float32), ``multi_precision``, element-wise and
   global-norm gradient clipping, no weight decay on BatchNorm, biases and
   PReLU slopes (``no_wd=True``);
-- a **NaN/inf guard**: a step whose loss or gradient is not finite changes
-  no parameter and is counted; ``max_bad_steps`` of them in a row stop
-  training with :class:`NonFiniteError` (the checkpoints on disk, all from
-  good steps, are kept);
+- a **NaN/inf guard**: a step whose loss or gradient is not finite, or
+  whose update makes a weight or a BatchNorm running statistic non-finite,
+  changes nothing (weights, optimizer state and running statistics are
+  restored) and is counted; ``max_bad_steps`` of them in a row stop
+  training with :class:`NonFiniteError`. No checkpoint is written during a
+  streak of bad steps, and none whose tensors are not all finite;
+- **one run per directory**: ``out_dir`` is locked for the run's life
+  (:class:`~fr_lib.train.checkpoint.RunLock`), and a directory that holds
+  another run is refused unless ``resume`` (continue it) or ``fresh``
+  (move it aside to ``<out_dir>.old-<time>``) says what to do;
+- **labels are checked** on the host as each batch enters the trainer
+  (integers in ``[0, num_classes)``), naming the batch and the sample;
 - **iteration-based schedules** with warm-up (:mod:`fr_lib.train.schedule`)
   and a **loss warm-up**: the normalised softmax (NormFace) for the first
   ``loss_warmup_iters`` iterations, then the margin loss (gluon-face's
@@ -49,6 +57,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -59,8 +68,8 @@ from mxnet import autograd, gluon
 from ..loss import get_loss
 from ..model_zoo import NativeTrainingView, NormDense, get_model, native_training_support
 from ..utils.fileio import atomic_write_text
-from .checkpoint import (CheckpointError, CheckpointManager, rng_state,
-                         set_rng_state, step_seed)
+from .checkpoint import (CheckpointError, CheckpointManager, RunDirectoryError, RunLock,
+                         disk_free, rng_state, set_rng_state, step_seed)
 from .schedule import make_schedule
 
 __all__ = ["TrainConfig", "FaceTrainer", "TrainResult", "NonFiniteError",
@@ -79,7 +88,24 @@ _COSINE_LOSSES = {"normface", "cosface", "amsoftmax", "arcface", "combined",
 
 
 class NonFiniteError(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
+    """Too many consecutive steps had a non-finite loss, gradient or update,
+    or a checkpoint would have held non-finite values."""
+
+
+_REASONS = {"loss": "loss", "gradient": "gradient",
+            "update": "update (it made a weight or a BatchNorm running statistic "
+                      "non-finite)"}
+
+
+def _flatten_state(state):
+    """The NDArrays of an optimizer state (None, an array, nested tuples)."""
+    if state is None:
+        return []
+    if isinstance(state, mx.nd.NDArray):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [a for s in state for a in _flatten_state(s)]
+    return []
 
 
 # -- data ------------------------------------------------------------------------
@@ -383,7 +409,17 @@ class TrainConfig:
     keep_last : int
     resume : bool or str
         True: continue from the newest checkpoint in ``out_dir`` if there is
-        one; a path: from that checkpoint; False: start afresh.
+        one (if there is none, what an earlier run left without a checkpoint
+        is moved aside as with ``fresh``); a checkpoint directory, or the
+        name of one in ``out_dir/checkpoints`` (``'ckpt-000000070'``): from
+        that checkpoint (newer checkpoints of the abandoned run are moved
+        aside); False: start a new run, which needs an ``out_dir`` that holds
+        no run (see ``fresh``).
+    fresh : bool
+        Start a new run even if ``out_dir`` holds one: its ``log.jsonl`` and
+        ``checkpoints/`` are first moved to ``<out_dir>.old-<time>`` (nothing
+        is deleted, nothing is mixed). Without it (and without ``resume``)
+        a used ``out_dir`` is refused with :class:`RunDirectoryError`.
     log_every : int
     progress : bool
         Show a tqdm bar.
@@ -445,6 +481,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     resume: object = False
+    fresh: bool = False
     log_every: int = 10
     progress: bool = True
     seed: int = 0
@@ -686,11 +723,15 @@ class FaceTrainer:
         self.out_dir = os.path.abspath(os.path.expanduser(cfg.out_dir))
         self.is_writer = self.rank == 0
         ckpt_dir = os.path.join(self.out_dir, "checkpoints")
-        self.checkpoints = CheckpointManager(ckpt_dir, "ckpt", cfg.keep_last)
-        self.best_checkpoints = CheckpointManager(ckpt_dir, "best", 1)
+        # their stale temporaries are removed once the run holds the lock
+        self.checkpoints = CheckpointManager(ckpt_dir, "ckpt", cfg.keep_last, clean=False)
+        self.best_checkpoints = CheckpointManager(ckpt_dir, "best", 1, clean=False)
         self.log_path = os.path.join(self.out_dir, "log.jsonl")
         self.evaluator = self._make_evaluator(val_sets)
         self.last_checkpoint = None
+        self._lock = None
+        self._claimed = False  # the first fit() has checked and taken out_dir
+        self._snap, self._snap_states, self._snap_counts = {}, [], None
 
     # -- setup -------------------------------------------------------------------
     def _choose_engine(self):
@@ -837,15 +878,30 @@ class FaceTrainer:
         -------
         float or None
             The mean loss, or None when the step was skipped as non-finite
-            (the parameters are then unchanged).
+            (the parameters, the optimizer state and the BatchNorm running
+            statistics are then as they were before the step).
 
         Raises
         ------
+        ValueError
+            When a label is not a class id in ``[0, num_classes)``.
         NonFiniteError
             After ``max_bad_steps`` consecutive skipped steps.
+
+        Notes
+        -----
+        The guard costs no extra wait for the device: the loss, the squared
+        norm of the gradients and that of the updated weights and running
+        statistics come back to the host in one transfer after the update
+        (two with AMP or ``clip_global_norm``, which need the gradient norm
+        before the update). Restoring needs a copy of the weights, optimizer
+        state and running statistics taken before each step (on the device,
+        asynchronous). A squared norm that overflows float32 (values beyond
+        about 1e19) counts as non-finite.
         """
         cfg = self.config
         self.prepare(X)
+        self._check_labels(y)
         lr = self.schedule(self.iteration)
         self.trainer.set_learning_rate(lr)
         if cfg.reseed_every_step:
@@ -859,6 +915,10 @@ class FaceTrainer:
                              f"{len(self.contexts)} contexts")
         xs = gluon.utils.split_and_load(X, self.contexts, even_split=False)
         ys = gluon.utils.split_and_load(y, self.contexts, even_split=False)
+        # before the forward pass: BatchNorm writes its running statistics
+        # during the step (MXNet's in the backward pass, the native engine's
+        # in the forward pass)
+        self._snapshot()
         with autograd.record():
             losses = [step_net(a, b) for a, b in zip(xs, ys)]
             if cfg.amp is not None:  # the scaling must be recorded too
@@ -869,7 +929,9 @@ class FaceTrainer:
         if self._need_broadcast:  # Horovod: after the deferred init
             self._hvd.broadcast_parameters(self.params, root_rank=0)
             self._need_broadcast = False
-        loss_sum = float(sum(l.sum().asscalar() for l in losses))
+        c0 = self.contexts[0]
+        loss_sums = [l.sum().astype("float32").reshape((1,)).as_in_context(c0)
+                     for l in losses]
         self._init_kvstore()
         self.trainer.allreduce_grads()
         # the gradient the optimizer applies is the sum over all samples of
@@ -877,40 +939,219 @@ class FaceTrainer:
         # divides by the number of workers itself
         total = n * self.num_workers
         update_n = n if self._hvd is not None else total
-        ok = math.isfinite(loss_sum)
-        grads_ok = True
-        if ok and (cfg.amp is None or cfg.clip_global_norm):
-            if cfg.amp is not None:
-                self._amp.unscale(self.trainer)
-            grads_ok = self._check_and_clip(total)
         self.iteration += 1
-        if ok and not grads_ok and cfg.amp is not None:
-            # float16 overflow: AMP's loss scaler skips the update and lowers
-            # the scale (dynamic loss scaling), which is not a bad step
+        nl = len(loss_sums)
+        if cfg.amp is None and not cfg.clip_global_norm:
+            # update first, then one transfer: loss, gradient and new weights
             self.trainer.update(update_n)
-            self.overflow_steps += 1
-            return loss_sum / n
-        ok = ok and grads_ok
-        if not ok:
+            values = self._fetch(loss_sums + [self._grad_sq(), self._state_sq()])
+            loss_sum = float(values[:nl].sum())
+            why = self._why_bad(loss_sum, values[nl], values[nl + 1])
+        else:
+            check_grads = cfg.amp is None or bool(cfg.clip_global_norm)
+            if check_grads and cfg.amp is not None:
+                self._amp.unscale(self.trainer)
+            values = self._fetch(loss_sums + ([self._grad_sq()] if check_grads else []))
+            loss_sum = float(values[:nl].sum())
+            sq = values[nl] if check_grads else 0.0
+            why = self._why_bad(loss_sum, sq, 0.0)
+            if why == "gradient" and cfg.amp is not None:
+                # float16 overflow: AMP's loss scaler skips the update and
+                # lowers the scale (dynamic loss scaling), not a bad step
+                self.trainer.update(update_n)
+                self.overflow_steps += 1
+                return loss_sum / n
+            if why is None:
+                if cfg.clip_global_norm:
+                    self._clip(sq, total)
+                self.trainer.update(update_n)
+                why = self._why_bad(0.0, 0.0, float(self._state_sq().asscalar()))
+        if why is not None:
+            self._restore()
             self.bad_steps += 1
             self._consecutive_bad += 1
             self._log({"event": "bad_step", "iteration": self.iteration,
-                       "loss": None if math.isnan(loss_sum) else loss_sum / n,
-                       "bad_steps": self.bad_steps})
-            logger.warning("fr_lib: iteration %d: non-finite loss or gradient, "
-                           "step skipped (%d so far)", self.iteration, self.bad_steps)
+                       "loss": loss_sum / n if math.isfinite(loss_sum) else None,
+                       "reason": why, "bad_steps": self.bad_steps})
+            logger.warning("fr_lib: iteration %d: non-finite %s, step skipped and "
+                           "undone (%d so far)", self.iteration, _REASONS[why],
+                           self.bad_steps)
             if self._consecutive_bad >= cfg.max_bad_steps:
-                latest = self.checkpoints.latest()
+                latest = self.checkpoints.latest() if self.is_writer else None
                 raise NonFiniteError(
                     f"{self._consecutive_bad} consecutive steps (up to iteration "
-                    f"{self.iteration}) had a non-finite loss or gradient; training "
-                    f"stopped. The last good checkpoint is kept: "
-                    f"{latest or 'none was written'}. Lower the learning rate, "
-                    "add warm-up or gradient clipping, or check the data.")
+                    f"{self.iteration}) had a non-finite loss, gradient or update "
+                    f"(the last: {_REASONS[why]}); training stopped. The last good "
+                    f"checkpoint is kept: {latest or 'none was written'}. Lower the "
+                    "learning rate, add warm-up or gradient clipping, or check the "
+                    "data.")
             return None
         self._consecutive_bad = 0
-        self.trainer.update(update_n)
         return loss_sum / n
+
+    # -- the guard's pieces --------------------------------------------------------
+    @staticmethod
+    def _fetch(parts):
+        """One device-to-host transfer of several (1,) arrays (float64 on the host)."""
+        return mx.nd.concat(*parts, dim=0).asnumpy().astype(np.float64)
+
+    @staticmethod
+    def _why_bad(loss_sum, grad_sq, state_sq):
+        if not math.isfinite(loss_sum):
+            return "loss"
+        if not math.isfinite(grad_sq):
+            return "gradient"
+        if not math.isfinite(state_sq):
+            return "update"
+        return None
+
+    @staticmethod
+    def _sum_sq(arrays, ctx):
+        """Sum of squares of ``arrays`` (one context) as a (1,) float32 array on ``ctx``."""
+        if not arrays:
+            return mx.nd.zeros((1,), ctx=ctx)
+        if all(a.dtype == np.float32 for a in arrays):
+            # one operator for all of them (a sum and a square per array
+            # cost ~20 ms of a MobileFaceNet step)
+            sq = mx.nd.multi_sum_sq(*arrays, num_arrays=len(arrays)).sum()
+        else:
+            sq = mx.nd.add_n(*[mx.nd.sum(mx.nd.square(a.astype("float32")))
+                               for a in arrays])
+        return sq.reshape((1,)).as_in_context(ctx)
+
+    def _grad_sq(self):
+        # after allreduce every context holds the sum
+        return self._sum_sq(self._grads(0), self.contexts[0])
+
+    def _state_sq(self):
+        """Squared norm of the weights (context 0: every context applies the
+        same update) and of the running statistics of every context."""
+        c0 = self.contexts[0]
+        weights = [p.list_data()[0] for p in self.params.values() if p.grad_req != "null"]
+        parts = [self._sum_sq(weights, c0)]
+        for i, ctx in enumerate(self.contexts):
+            aux = [p.list_data()[i] for p in self.params.values() if p.grad_req == "null"]
+            if aux:
+                parts.append(self._sum_sq(aux, c0))
+        return mx.nd.add_n(*parts) if len(parts) > 1 else parts[0]
+
+    def _optimizer_arrays(self, i):
+        """``(index, [NDArray...])`` of the optimizer state of context ``i``."""
+        updaters = getattr(self.trainer, "_updaters", None) or []
+        if i >= len(updaters):
+            return []
+        return [(idx, _flatten_state(st)) for idx, st in updaters[i].states.items()]
+
+    def _keep(self, key, arr):
+        buf = self._snap.get(key)
+        if buf is None or buf.shape != arr.shape or buf.dtype != arr.dtype or \
+                buf.context != arr.context:
+            self._snap[key] = arr.copy()
+        else:
+            arr.copyto(buf)
+
+    def _snapshot(self):
+        """Copy (on each device, asynchronously, into buffers kept between
+        steps) everything a step writes: weights, running statistics,
+        optimizer state and the optimizer's update counters."""
+        for name, p in self.params.items():
+            for i, arr in enumerate(p.list_data()):
+                self._keep(("p", name, i), arr)
+        self._snap_states = []
+        for i in range(len(self.contexts)):
+            indices = []
+            for idx, arrays in self._optimizer_arrays(i):
+                for j, arr in enumerate(arrays):
+                    self._keep(("s", i, idx, j), arr)
+                indices.append(idx)
+            self._snap_states.append(set(indices))
+        opt = getattr(self.trainer, "_optimizer", None)
+        self._snap_counts = None if opt is None else (
+            {k: dict(v) for k, v in opt._all_index_update_counts.items()}, opt.num_update)
+
+    def _restore(self):
+        """Undo the step: copy the snapshot back (see :meth:`_snapshot`)."""
+        for name, p in self.params.items():
+            for i, arr in enumerate(p.list_data()):
+                self._snap[("p", name, i)].copyto(arr)
+        updaters = getattr(self.trainer, "_updaters", None) or []
+        for i, keep in enumerate(self._snap_states):
+            if i >= len(updaters):
+                break
+            for idx, arrays in self._optimizer_arrays(i):
+                if idx in keep:
+                    for j, arr in enumerate(arrays):
+                        self._snap[("s", i, idx, j)].copyto(arr)
+            for idx in [k for k in updaters[i].states if k not in keep]:
+                # created by this step's update: the next one starts afresh
+                del updaters[i].states[idx]
+                updaters[i].states_synced.pop(idx, None)
+        if self._snap_counts is not None:
+            opt = self.trainer._optimizer
+            counts, num_update = self._snap_counts
+            for k in list(opt._all_index_update_counts):
+                if k not in counts:
+                    del opt._all_index_update_counts[k]
+            for k, v in counts.items():  # in place: the optimizer holds references
+                d = opt._all_index_update_counts.setdefault(k, {})
+                d.clear()
+                d.update(v)
+            opt.num_update = num_update
+
+    def _nonfinite_tensors(self):
+        """Names of the weights, running statistics and optimizer states
+        holding a non-finite value (one transfer when all are finite)."""
+        c0 = self.contexts[0]
+        parts = [self._state_sq()]
+        for i in range(len(self.contexts)):
+            arrays = [a for _, arrs in self._optimizer_arrays(i) for a in arrs]
+            if arrays:
+                parts.append(self._sum_sq(arrays, c0))
+        if math.isfinite(float(mx.nd.add_n(*parts).asscalar()) if len(parts) > 1
+                         else float(parts[0].asscalar())):
+            return []
+        bad = []
+        for name, p in self.params.items():
+            for i, arr in enumerate(p.list_data()):
+                if not np.isfinite(arr.asnumpy()).all():
+                    bad.append(f"{name} ({self.contexts[i]})")
+        for i in range(len(self.contexts)):
+            for idx, arrays in self._optimizer_arrays(i):
+                if any(not np.isfinite(a.asnumpy()).all() for a in arrays):
+                    bad.append(f"optimizer state {idx} ({self.contexts[i]})")
+        return bad or ["(their sum of squares overflows float32)"]
+
+    def _check_labels(self, y):
+        """Labels must be class ids in ``[0, num_classes)`` (checked on the host)."""
+        if not self.num_classes:
+            return
+        if isinstance(y, mx.nd.NDArray):
+            if y.context.device_type != "cpu":
+                return  # would wait for the device; the losses check it there
+            values = y.asnumpy()
+        else:
+            values = np.asarray(y)
+        values = values.reshape(-1).astype(np.float64)
+        bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | \
+            (values >= self.num_classes)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"iteration {self.iteration + 1}: label {values[i]:g} of sample {i} of "
+                f"the batch{self._batch_origin(i)} is not a class id in [0, "
+                f"num_classes={self.num_classes}) ({int(bad.sum())} bad label(s) in "
+                f"this batch of {values.size}); check the data's labels, or set "
+                "num_classes to the number of classes in the data")
+
+    def _batch_origin(self, i):
+        """Where sample ``i`` of the batch just read came from, if the data says."""
+        try:
+            state = self.data.state_dict()
+            epoch, batch = int(state["epoch"]), int(state["batch"]) - 1
+            index = self.data.positions(epoch, batch)[i]
+            return f" (data epoch {epoch}, batch {batch}, dataset index {index})"
+        except Exception:  # a data source without positions
+            return ""
 
     def _init_kvstore(self):
         """Create the kvstore and broadcast the weights before the first allreduce.
@@ -962,28 +1203,16 @@ class FaceTrainer:
         return [p.list_grad()[ctx_index] for p in self.params.values()
                 if p.grad_req != "null"]
 
-    def _check_and_clip(self, total):
-        """False if a gradient is not finite; else clip the global norm."""
-        grads = self._grads(0)  # after allreduce every context holds the sum
-        if all(g.dtype == np.float32 for g in grads):
-            # one operator for all of them (a sum and a square per array
-            # cost ~20 ms of a MobileFaceNet step)
-            sq = mx.nd.multi_sum_sq(*grads, num_arrays=len(grads)).sum().asscalar()
-        else:
-            sq = mx.nd.add_n(*[mx.nd.sum(mx.nd.square(g.astype("float32")))
-                               for g in grads]).asscalar()
-        if not math.isfinite(sq):
-            return False
+    def _clip(self, sq, total):
+        """Rescale the gradients to the global norm ``clip_global_norm``."""
         max_norm = self.config.clip_global_norm
-        if max_norm:
-            # the optimizer sees grad / total: clip that norm, in raw units
-            norm = math.sqrt(sq) / total
-            if norm > max_norm:
-                factor = max_norm / norm
-                for i in range(len(self.contexts)):
-                    for g in self._grads(i):
-                        g *= factor
-        return True
+        # the optimizer sees grad / total: clip that norm, in raw units
+        norm = math.sqrt(sq) / total
+        if norm > max_norm:
+            factor = max_norm / norm
+            for i in range(len(self.contexts)):
+                for g in self._grads(i):
+                    g *= factor
 
     # -- checkpoints -------------------------------------------------------------
     def _state(self):
@@ -1001,13 +1230,33 @@ class FaceTrainer:
     def save_checkpoint(self):
         """Write a checkpoint of the current state (rank 0 only); returns its path.
 
+        Nothing is written (None is returned) during a streak of skipped
+        non-finite steps: the last good checkpoint stays the newest.
+
         Raises
         ------
         CheckpointError
             When the write fails; the previous checkpoints are intact.
+        NonFiniteError
+            When a weight, running statistic or optimizer state holds a
+            non-finite value (a checkpoint is never written with one).
         """
         if not self.is_writer:
             return None
+        if self._consecutive_bad:
+            logger.warning("fr_lib: iteration %d: no checkpoint during a streak of %d "
+                           "non-finite steps (the newest is still %s)", self.iteration,
+                           self._consecutive_bad, self.checkpoints.latest())
+            self._log({"event": "checkpoint_skipped", "iteration": self.iteration,
+                       "consecutive_bad": self._consecutive_bad})
+            return None
+        bad = self._nonfinite_tensors()
+        if bad:
+            raise NonFiniteError(
+                f"iteration {self.iteration}: not writing a checkpoint, these tensors "
+                f"hold non-finite values: {', '.join(bad[:8])}"
+                f"{' ...' if len(bad) > 8 else ''}; the newest checkpoint is "
+                f"{self.checkpoints.latest() or 'none'}")
         files = {"backbone.params": self.net.save_parameters,
                  "head.params": self.head.save_parameters,
                  "trainer.states": self.trainer.save_states}
@@ -1079,7 +1328,10 @@ class FaceTrainer:
         record = {"event": "verify", "iteration": self.iteration, "metric": metric}
         for k, r in results.items():
             record[k] = {"accuracy": r.accuracy, "std": r.std, "auc": r.auc, "eer": r.eer}
-        improved = self.best_metric is None or metric > self.best_metric
+        # the weights of a bad streak are the restored good ones, but no
+        # checkpoint is written during a streak (save_checkpoint)
+        improved = (self.best_metric is None or metric > self.best_metric) and \
+            not self._consecutive_bad and not (self.is_writer and self._nonfinite_tensors())
         if improved:
             self.best_metric, self.best_iteration = metric, self.iteration
             if self.is_writer:
@@ -1103,8 +1355,15 @@ class FaceTrainer:
         if not self.is_writer:
             return
         record = dict(record, time=time.time())
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise RunDirectoryError(
+                f"cannot append to the training log {self.log_path} "
+                f"({err.strerror or err}; {disk_free(self.log_path)}); the checkpoints "
+                f"are intact: "
+                f"free some space and resume") from err
 
     def _truncate_log(self, iteration):
         """Drop log lines written after ``iteration`` by an interrupted run."""
@@ -1119,7 +1378,143 @@ class FaceTrainer:
                     continue
                 if rec.get("iteration", 0) <= iteration:
                     keep.append(line if line.endswith("\n") else line + "\n")
-        atomic_write_text(self.log_path, "".join(keep))
+        try:
+            atomic_write_text(self.log_path, "".join(keep))
+        except OSError as err:
+            raise RunDirectoryError(
+                f"cannot rewrite the training log {self.log_path} to resume at "
+                f"iteration {iteration} ({err.strerror or err}; "
+                f"{disk_free(self.log_path)}); nothing was changed: free some space "
+                "and resume again") from err
+
+    # -- the run directory -------------------------------------------------------
+    def _resume_path(self):
+        """The checkpoint ``config.resume`` names, or None (nothing to resume)."""
+        r = self.config.resume
+        if r is None or r is False:
+            return None
+        if r is True or (isinstance(r, str) and r.strip().lower() in ("true", "latest")):
+            return self.checkpoints.latest()
+        if isinstance(r, int):  # an iteration
+            path = self.checkpoints.path_for(r)
+        else:
+            path = os.path.expanduser(str(r))
+            if not os.path.isabs(path) and not os.path.isdir(path):
+                # the name the error messages give: ckpt-000000070
+                for base in (self.checkpoints.directory, self.out_dir):
+                    if os.path.isdir(os.path.join(base, path)):
+                        path = os.path.join(base, path)
+                        break
+        if not os.path.isdir(path):
+            names = [os.path.basename(p) for _, p in self.checkpoints.list()]
+            raise CheckpointError(
+                f"resume={r!r}: no checkpoint {path} (nor "
+                f"{os.path.join(self.checkpoints.directory, str(r))}); checkpoints in "
+                f"{self.checkpoints.directory}: {names or 'none'}")
+        return os.path.abspath(path)
+
+    def _previous_run(self):
+        """What an earlier run left in ``out_dir`` (descriptions; empty: nothing)."""
+        found = []
+        if os.path.isfile(self.log_path):
+            records = 0
+            try:
+                with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        try:
+                            records += isinstance(json.loads(line), dict)
+                        except ValueError:
+                            pass
+            except OSError:
+                records = -1
+            if records:
+                found.append(f"log.jsonl ({records if records > 0 else 'unreadable'} "
+                             "records)")
+        names = [os.path.basename(p) for m in (self.checkpoints, self.best_checkpoints)
+                 for _, p in m.list()]
+        if names:
+            found.append(f"checkpoints {', '.join(sorted(names))}")
+        return found
+
+    def _move_aside(self, paths):
+        """Move ``paths`` (inside ``out_dir``) to a new ``<out_dir>.old-<time>``."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = f"{self.out_dir}.old-{stamp}"
+        k = 1
+        while os.path.exists(target):
+            target = f"{self.out_dir}.old-{stamp}-{k}"
+            k += 1
+        for path in paths:
+            dest = os.path.join(target, os.path.relpath(path, self.out_dir))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.move(path, dest)
+        return target
+
+    def _claim(self):
+        """First fit(): resume, or check that ``out_dir`` holds no other run."""
+        cfg = self.config
+        path = self._resume_path()
+        if path is not None:
+            ckpt = self.load_checkpoint(path)
+            if self.is_writer:
+                # newer checkpoints belong to the abandoned continuation of
+                # the run: pruning keeps the highest iterations, and resume
+                # picks the newest, so they must not stay beside the new ones
+                later = [p for m in (self.checkpoints, self.best_checkpoints)
+                         for it, p in m.list() if it > self.iteration]
+                if later:
+                    where = self._move_aside(later)
+                    logger.warning("fr_lib: resuming at iteration %d: the newer "
+                                   "checkpoints %s moved to %s", self.iteration,
+                                   [os.path.basename(p) for p in later], where)
+            self._truncate_log(self.iteration)
+            self._log({"event": "resume", "iteration": self.iteration,
+                       "path": os.path.basename(ckpt.path)})
+            return
+        if not self.is_writer:
+            return
+        previous = self._previous_run()
+        if previous and not (cfg.fresh or cfg.resume):
+            raise RunDirectoryError(
+                f"{self.out_dir} already holds a training run ({'; '.join(previous)}). "
+                f"Continue it with resume=True (fr-train --set train.resume=true), or "
+                f"start a new run there with fresh=True (fr-train --fresh), which "
+                f"moves the old run to {self.out_dir}.old-<time>; or choose another "
+                f"out_dir")
+        old = [p for p in (self.log_path, self.checkpoints.directory)
+               if os.path.exists(p)]
+        if previous:
+            where = self._move_aside(old)
+            logger.warning("fr_lib: %s: the previous run (%s) moved to %s; starting "
+                           "a new run", self.out_dir, "; ".join(previous), where)
+            os.makedirs(self.checkpoints.directory, exist_ok=True)
+        elif os.path.exists(self.log_path):  # no record in it: nothing to keep
+            os.remove(self.log_path)
+
+    def _begin(self):
+        """Lock ``out_dir`` (rank 0) and, on the first call, claim it."""
+        if self.is_writer:
+            try:
+                os.makedirs(self.checkpoints.directory, exist_ok=True)
+            except OSError as err:
+                raise RunDirectoryError(f"cannot create {self.checkpoints.directory} "
+                                        f"({err}; {disk_free(self.out_dir)})") from err
+            self._lock = RunLock(self.out_dir).acquire()
+        try:
+            if self.is_writer:
+                self.checkpoints.remove_stale_temporaries()
+                self.best_checkpoints.remove_stale_temporaries()
+            if not self._claimed:
+                self._claim()
+                self._claimed = True
+        except BaseException:
+            self._end()
+            raise
+
+    def _end(self):
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- the loop ----------------------------------------------------------------
     def fit(self, max_iters=None):
@@ -1139,21 +1534,32 @@ class FaceTrainer:
             After ``max_bad_steps`` consecutive non-finite steps.
         CheckpointError
             When resuming from a corrupt checkpoint, or when a save fails.
+        RunDirectoryError
+            (a CheckpointError) When ``out_dir`` holds another run and neither
+            ``resume`` nor ``fresh`` is set, when another process trains
+            into it (it is locked for the life of each call), or when the
+            log cannot be written (a full disk).
+
+        Notes
+        -----
+        The first call claims ``out_dir`` for this run (see
+        ``TrainConfig.resume`` and ``TrainConfig.fresh``); later calls on the
+        same trainer continue from where the previous one stopped.
         """
+        cfg = self.config
+        max_iters = cfg.max_iters if max_iters is None else int(max_iters)
+        first = not self._claimed
+        self._begin()
+        try:
+            return self._fit(max_iters, first)
+        finally:
+            self._end()
+
+    def _fit(self, max_iters, first):
         from tqdm.auto import tqdm
 
         cfg = self.config
-        max_iters = cfg.max_iters if max_iters is None else int(max_iters)
-        os.makedirs(self.out_dir, exist_ok=True)
-        if cfg.resume:
-            path = None if cfg.resume is True else cfg.resume
-            if path is not None or self.checkpoints.latest() is not None:
-                ckpt = self.load_checkpoint(path)
-                self._truncate_log(self.iteration)
-                self._log({"event": "resume", "iteration": self.iteration,
-                           "path": os.path.basename(ckpt.path)})
-        if self.iteration == 0:
-            self._truncate_log(0)
+        if self.iteration == 0 and first:
             self._log({"event": "start", "iteration": 0, "config": cfg.to_dict(),
                        "contexts": [str(c) for c in self.contexts],
                        "engine": self.engine, "engine_reason": self.engine_reason})
