@@ -7,7 +7,6 @@ import pytest
 
 import fr_lib
 from fr_lib import utils
-import fr_install
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -50,41 +49,3 @@ def test_chinese_font_is_configured():
     path = font_manager.findfont(font_manager.FontProperties(family=family))
     font = matplotlib.ft2font.FT2Font(path)
     assert all(font.get_char_index(ord(c)) for c in "人脸识别损失函数")
-
-
-@pytest.mark.parametrize("caps, wheel", [
-    ([], "mxnet==1.9.1"), ([(7, 5)], "mxnet-cu117==1.9.1"),
-    ([(8, 0), (8, 6)], "mxnet-cu117==1.9.1"), ([(9, 0)], "mxnet==1.9.1"),
-    ([(3, 7)], "mxnet==1.9.1")])
-def test_installer_picks_wheel_by_compute_capability(caps, wheel):
-    commands, notes = fr_install.plan(caps, python_version=(3, 11))
-    flat = [" ".join(c) for c in commands]
-    assert any(wheel in c for c in flat), flat
-    if wheel.startswith("mxnet-cu"):
-        assert any("nvidia-cudnn-cu11" in c and "nvidia-nccl-cu11" in c for c in flat)
-    if (9, 0) in caps:
-        assert any("9.0 cannot run" in n for n in notes)
-
-
-def test_installer_python_312_plan():
-    commands, _ = fr_install.plan([], python_version=(3, 12), colab=True)
-    flat = [" ".join(c) for c in commands]
-    assert any("--no-deps d2l==1.0.3" in c for c in flat)
-    assert any("numpy==1.26.4" in c and "setuptools" in c for c in flat)
-    assert any("fonts-noto-cjk" in c for c in flat)
-
-
-def test_installer_dry_run_cli():
-    out = subprocess.run([sys.executable, "-m", "fr_install", "--dry-run",
-                          "--gpu-cc", "9.0"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "cannot run MXNet 1.9.1" in out.stdout
-    assert "$ " in out.stdout and "mxnet==1.9.1" in out.stdout
-
-
-def test_installer_and_compat_agree_on_numpy():
-    # fr_install cannot import fr_lib (it runs before MXNet works), so it keeps
-    # its own copy of the pin; the two must not drift apart.
-    from fr_lib import _compat
-    for version in [(3, 10), (3, 11), (3, 12), (3, 13)]:
-        assert fr_install.numpy_pin(version) == "numpy==" + _compat.numpy_pin(version)

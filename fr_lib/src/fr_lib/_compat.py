@@ -1,40 +1,44 @@
 """Make MXNet 1.9.1 importable on today's Python, or say exactly why it is not.
 
-MXNet 1.9.1 (2022) is the last MXNet release. It still runs on Python 3.10-3.13,
-but it uses ``np.bool`` (removed in NumPy 1.24), ``distutils`` (removed from the
-standard library in Python 3.12) and the NumPy 1.x C ABI (so NumPy 2 cannot
-work). :func:`import_mxnet` applies the fixes that are safe and raises
-:class:`CompatibilityError` with the exact ``pip`` command for the others.
+MXNet 1.9.1 (2022) is the last MXNet release. It runs on Python 3.10-3.13 and
+on NumPy 1.x and 2.x: the wheel has no compiled NumPy code (ctypes only), but
+its Python code names aliases NumPy 1.24/2.0 removed (``np.bool``,
+``np.PZERO``, ``np.NAN``, ``np.mirr`` ...), and it imports ``distutils``
+(gone from the standard library in Python 3.12; setuptools provides it).
+
+The aliases are restored by :mod:`fr_numpy_compat` in every Python process of
+the environment (its ``.pth`` file runs at interpreter start); this module
+makes sure that file exists, applies the fixes that are safe, and raises
+:class:`CompatibilityError` with the exact command for the others.
 """
 import importlib
 import importlib.util
 import os
 import sys
 
-__all__ = ["CompatibilityError", "import_mxnet", "numpy_pin", "check_numpy",
-           "set_default_threads"]
+__all__ = ["CompatibilityError", "import_mxnet", "check_numpy",
+           "set_default_threads", "cuda11_dir", "preload_cuda11"]
 
 MXNET_VERSION = "1.9.1"
+# mxnet 1.9.1's metadata says numpy<2 (stale): install it without its
+# dependencies, plus the ones it really has.
+MXNET_DEPS = ("requests>=2.20,<3", "graphviz>=0.8.1,<0.9")
 
 
 class CompatibilityError(ImportError):
     """The Python environment cannot run MXNet 1.9.1; the message says how to fix it."""
 
 
-def numpy_pin(python_version=None):
-    """The NumPy release that works with MXNet 1.9.1 on this Python.
-
-    NumPy 1.23.5 has wheels up to Python 3.11; for 3.12 and later the last 1.x
-    release (1.26.4) works together with the ``np.bool`` alias.
-    """
-    major, minor = (python_version or sys.version_info)[:2]
-    return "1.23.5" if (major, minor) <= (3, 11) else "1.26.4"
-
-
 def _pip(*requirements):
     quoted = " ".join(f'"{r}"' if ("<" in r or ">" in r) else r
                       for r in requirements)
     return f"{sys.executable} -m pip install {quoted}"
+
+
+def mxnet_install_command(dist="mxnet"):
+    """The commands that install MXNet without letting pip touch NumPy."""
+    return (f"{_pip('--no-deps', f'{dist}=={MXNET_VERSION}')} && "
+            f"{_pip(*MXNET_DEPS)}")
 
 
 def _version_tuple(text):
@@ -49,26 +53,30 @@ def _version_tuple(text):
     return tuple(parts)
 
 
+def _numpy_hook():
+    """Import :mod:`fr_numpy_compat` and (re)write its ``.pth`` if missing."""
+    import fr_numpy_compat
+    fr_numpy_compat.install()
+    if os.environ.get("FR_NUMPY_COMPAT", "1") not in ("0", "false", "no", "off"):
+        fr_numpy_compat.write_pth()
+    return fr_numpy_compat
+
+
 def check_numpy(np=None):
-    """Check NumPy and add the ``np.bool`` alias MXNet needs; return the module."""
+    """Restore the NumPy aliases MXNet uses (any NumPy >= 1.21); return NumPy."""
+    hook = _numpy_hook()
     if np is None:
         try:
             import numpy as np
         except ImportError as err:
             raise CompatibilityError(
-                "fr_lib needs NumPy 1.x, which is not installed.\n"
-                f"Fix: {_pip('numpy==' + numpy_pin())}") from err
-    version = _version_tuple(np.__version__)
-    if version >= (2,):
+                "fr_lib needs NumPy, which is not installed.\n"
+                f"Fix: {_pip('numpy')}") from err
+    if _version_tuple(np.__version__) < (1, 21):
         raise CompatibilityError(
-            f"fr_lib found NumPy {np.__version__} "
-            f"({os.path.dirname(np.__file__)}), but MXNet {MXNET_VERSION} is "
-            "built against NumPy 1.x and cannot run with NumPy 2.\n"
-            f"Fix: {_pip('numpy==' + numpy_pin())}\n"
-            "(then restart the Python process or the notebook kernel)")
-    if version >= (1, 24) and "bool" not in np.__dict__:
-        # Removed in NumPy 1.24; MXNet 1.9.1 still writes np.bool.
-        np.bool = np.bool_
+            f"fr_lib needs NumPy >= 1.21, found {np.__version__} "
+            f"({os.path.dirname(np.__file__)}).\nFix: {_pip('numpy>=1.21')}")
+    hook.patch(np)
     return np
 
 
@@ -91,7 +99,16 @@ _DISTUTILS_PROBLEM = (
 
 
 def _installed_mxnet_distribution():
+    """``(name, version)`` of the distribution that provides ``import mxnet``
+    (``mxnet``, ``mxnet-cu117`` ...), or ``(None, None)``."""
+    import glob
     from importlib import metadata
+    spec = importlib.util.find_spec("mxnet")
+    if spec is not None and spec.origin:
+        site = os.path.dirname(os.path.dirname(spec.origin))
+        for info in sorted(glob.glob(os.path.join(site, "mxnet*.dist-info"))):
+            name, _, version = os.path.basename(info)[:-len(".dist-info")].partition("-")
+            return name.replace("_", "-").lower(), version
     for name in ("mxnet", "mxnet-cu117", "mxnet-cu112", "mxnet-cu110",
                  "mxnet-cu102", "mxnet-mkl"):
         try:
@@ -101,33 +118,26 @@ def _installed_mxnet_distribution():
     return None, None
 
 
-def _preload_cuda_libraries():
-    """Load the CUDA 11 libraries from the ``nvidia-*-cu11`` wheels, if present.
+def cuda11_dir():
+    """fr_lib's own folder for the CUDA 11 libraries (see fr_numpy_compat)."""
+    import fr_numpy_compat
+    return fr_numpy_compat.cuda11_dir()
 
-    The GPU wheels of MXNet link against libcudart/libcublas/libcudnn/libnccl but
-    do not ship them. The ``nvidia-*-cu11`` wheels put them under
-    ``site-packages/nvidia/*/lib``, which the dynamic loader does not search;
-    loading them first with RTLD_GLOBAL lets ``import mxnet`` find them without
-    setting LD_LIBRARY_PATH before Python starts (which Colab cannot do).
+
+def preload_cuda11(directory=None):
+    """Load the CUDA 11 libraries MXNet's GPU wheel needs from fr_lib's folder.
+
+    The ``mxnet-cu117`` wheel links against libcudart, cuBLAS, cuFFT, cuRAND,
+    cuSOLVER, cuSPARSE, NVRTC, NVTX, cuDNN 8 and NCCL 2 but does not ship
+    them. ``python -m fr_install`` puts the ``nvidia-*-cu11`` wheels into
+    :func:`cuda11_dir` (not into site-packages, where they would replace
+    torch's CUDA 12 copies); loading them with RTLD_GLOBAL before
+    ``libmxnet.so`` lets the dynamic loader find them by name, without
+    LD_LIBRARY_PATH (which Colab cannot set before Python starts).
+    Returns ``(loaded, failed)`` as :func:`fr_numpy_compat.preload_cuda11`.
     """
-    import ctypes
-    import glob
-    spec = importlib.util.find_spec("nvidia")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    loaded = []
-    # Order matters: runtime and BLAS before cuDNN, which needs both.
-    order = ["cuda_runtime", "cuda_nvrtc", "cublas", "cufft", "curand",
-             "cusolver", "cusparse", "nvtx", "cudnn", "nccl"]
-    for root in spec.submodule_search_locations:
-        for sub in order:
-            for path in sorted(glob.glob(os.path.join(root, sub, "lib", "*.so*"))):
-                try:
-                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                    loaded.append(path)
-                except OSError:
-                    pass  # a library for another CUDA major version
-    return loaded
+    import fr_numpy_compat
+    return fr_numpy_compat.preload_cuda11(directory)
 
 
 def set_default_threads(environ=None):
@@ -160,37 +170,41 @@ def import_mxnet():
     Raises
     ------
     CompatibilityError
-        When MXNet is missing, NumPy is 2.x, or ``distutils`` cannot be provided;
-        the message names the problem and the ``pip`` command that fixes it.
+        When MXNet or NumPy is missing, ``distutils`` cannot be provided, or
+        the GPU build lacks a CUDA library; the message names the problem and
+        the command that fixes it.
     """
+    dist = None
     if "mxnet" not in sys.modules:
         check_numpy()
-        problems, fixes = [], []
         if importlib.util.find_spec("mxnet") is None:
-            problems.append(f"fr_lib needs MXNet {MXNET_VERSION}, which is not "
-                            "installed.")
-            fixes.append("mxnet==" + MXNET_VERSION)
-        if not _distutils_available():
-            problems.append(_DISTUTILS_PROBLEM)
-            fixes.append("setuptools")
-        if problems:
             raise CompatibilityError(
-                "\n".join(problems) + f"\nFix (CPU): {_pip(*fixes)}\n"
-                "For a GPU, `python -m fr_install --dry-run` prints the "
-                "matching mxnet-cu117 command and its CUDA 11 libraries.")
-        dist, version = _installed_mxnet_distribution()
+                f"fr_lib needs MXNet {MXNET_VERSION}, which is not installed.\n"
+                "Fix: python -m fr_install   (picks the CPU or GPU build; "
+                "--dry-run prints the commands)\n"
+                f"or, CPU only: {mxnet_install_command()}")
+        if not _distutils_available():
+            raise CompatibilityError(
+                f"{_DISTUTILS_PROBLEM}\nFix: {_pip('setuptools')}")
+        dist, _ = _installed_mxnet_distribution()
         if dist is not None and dist.startswith("mxnet-cu"):
-            _preload_cuda_libraries()
+            preload_cuda11()
         set_default_threads()
     else:
         check_numpy(sys.modules.get("numpy"))
     try:
         import mxnet
     except (ImportError, OSError) as err:
+        if dist is None:
+            dist, _ = _installed_mxnet_distribution()
+        if dist is not None and dist.startswith("mxnet-cu"):
+            fix = (f"python -m fr_install   (installs {dist}'s CUDA 11 "
+                   f"libraries into {cuda11_dir()})")
+        else:
+            fix = mxnet_install_command(dist or "mxnet")
         raise CompatibilityError(
-            f"MXNet is installed but failed to import: {err}\n"
-            f"Fix: {_pip('mxnet==' + MXNET_VERSION, 'numpy==' + numpy_pin())}"
-        ) from err
+            f"MXNet ({dist or 'mxnet'}) is installed but failed to import: "
+            f"{err}\nFix: {fix}") from err
     if not mxnet.__version__.startswith("1.9"):
         import warnings
         warnings.warn(f"fr_lib is tested with MXNet {MXNET_VERSION}, found "
