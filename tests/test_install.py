@@ -149,3 +149,18 @@ def test_failed_step_prints_one_line(monkeypatch, capsys):
     assert len(err) == 1
     assert "step 'book packages' failed (exit 3)" in err[0]
     assert "Run: " in err[0] and "raise SystemExit(3)" in err[0]
+
+
+def test_timer_without_ipython_names_ipython(tmp_path):
+    # d2l is installed but its own import of IPython fails: the message must
+    # name IPython, not d2l.
+    (tmp_path / "IPython").mkdir()
+    (tmp_path / "IPython" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'IPython'\", name='IPython')\n")
+    code = ("import fr_lib.utils as u\n"
+            "try:\n    u.Timer\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    assert "missing module 'IPython'" in out.stdout
+    assert "pip install ipython" in out.stdout and "pip install d2l" not in out.stdout
