@@ -1,129 +1,25 @@
 #!/usr/bin/env python
-"""Build a verification .bin (InsightFace's lfw.bin format) from a pairs list.
+"""`fr-data pairs2bin`, kept under its old name (see `fr-data pairs2bin --help`).
 
-Two list formats are read:
-  LFW pairs.txt   first line "folds pairs_per_fold" (e.g. "10 300") or one
-                  count; then "name idx1 idx2" (same person) and
-                  "name1 idx1 name2 idx2" (different people); image idx of name
-                  is IMAGES/name/name_000idx.jpg (--ext changes jpg).
-  CSV             "path1,path2,label" with label 1/0 (true/false, same/different);
-                  an optional header line; relative paths are relative to
-                  --images (default: the CSV's folder).
-
-The .bin holds the images as JPEG bytes in pair order and one boolean per pair.
-Feed it aligned 112x112 faces (see align_faces.py) or pass --resize 112.
-
-Example:
-    python data_scripts/pairs2bin.py lfw/pairs.txt --images lfw_aligned/ \\
-        --output faces/lfw.bin
+The tool lives in the package (fr_lib.data.cli); this wrapper runs it from a
+clone: `python data_scripts/pairs2bin.py ARGS` is `fr-data pairs2bin ARGS`.
 """
-import argparse
-import os
 import sys
-import time
 
 try:
-    import fr_lib  # noqa: F401  (before mxnet)
-except ImportError:  # running from a checkout without `pip install -e fr_lib`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "fr_lib", "src"))
-    import fr_lib  # noqa: F401
+    from fr_lib.data import cli
+except ImportError as err:  # pragma: no cover - fr_lib not installed
+    sys.exit(f"pairs2bin.py needs the fr_lib package: pip install -e fr_lib "
+             f"(from the repository root) ({err})")
 
-from tqdm import tqdm
-
-from fr_lib.data.binfile import write_bin
-from fr_lib.data.tools import load_image, read_pairs
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pairs", help="LFW-format pairs.txt or a CSV path1,path2,label")
-    ap.add_argument("--images", default=None,
-                    help="image root (LFW: the folder of name/ sub-folders); "
-                         "default: the pairs file's folder")
-    ap.add_argument("--output", "-o", required=True, help="the .bin to write")
-    ap.add_argument("--format", choices=("auto", "lfw", "csv"), default="auto",
-                    help="list format (default: .csv or a comma means CSV)")
-    ap.add_argument("--ext", default="jpg", help="LFW image extension (default jpg)")
-    ap.add_argument("--resize", type=int, default=None, metavar="N",
-                    help="resize images to NxN; without it all must have one size")
-    ap.add_argument("--quality", type=int, default=95,
-                    help="JPEG quality when re-encoding (default 95)")
-    ap.add_argument("--skip-missing", action="store_true",
-                    help="leave out pairs with a missing or unreadable image "
-                         "(counted in the summary) instead of stopping")
-    ap.add_argument("--protocol", type=int, default=4,
-                    help="pickle protocol (2 makes a file Python 2 reads)")
-    return ap.parse_args(argv)
+COMMAND = "pairs2bin"
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if not os.path.isfile(args.pairs):
-        raise SystemExit(f"error: {args.pairs}: no such pairs file")
-    if args.images is not None and not os.path.isdir(args.images):
-        raise SystemExit(f"error: --images {args.images}: no such folder")
-    if not args.output.endswith(".bin"):
-        raise SystemExit(f"error: --output {args.output}: the name must end in .bin")
-    try:
-        pairs = read_pairs(args.pairs, args.images, args.format, args.ext)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: {err}")
-    t0 = time.perf_counter()
-    images, issame, skipped, size = [], [], [], None
-    cache = {}
-    for lineno, a, b, same in tqdm(pairs, desc="reading pairs", unit="pair"):
-        got = []
-        for path in (a, b):
-            if path not in cache:
-                if not os.path.isfile(path):
-                    cache[path] = (None, None, "missing")
-                else:
-                    _, data, shape, error = load_image(
-                        (path, args.resize, args.quality, True))
-                    cache[path] = (data, shape, error)
-            data, shape, error = cache[path]
-            if error is not None:
-                if not args.skip_missing:
-                    raise SystemExit(
-                        f"error: {args.pairs}: line {lineno}: {path}: "
-                        + ("no such image" if error == "missing" else error)
-                        + " (pass --skip-missing to leave such pairs out)")
-                skipped.append((lineno, path, error))
-                break
-            if size is None:
-                size = shape
-            elif shape != size:
-                raise SystemExit(
-                    f"error: {args.pairs}: line {lineno}: {path} is "
-                    f"{shape[0]}x{shape[1]} but earlier images are "
-                    f"{size[0]}x{size[1]}; pass --resize N")
-            got.append(data)
-        if len(got) == 2:
-            images += got
-            issame.append(same)
-    if not issame:
-        raise SystemExit(f"error: {args.pairs}: no pair left to write "
-                         f"({len(skipped)} skipped)")
-    out = write_bin(args.output, images, issame, protocol=args.protocol)
-    seconds = time.perf_counter() - t0
-    n_same = sum(issame)
-    print(f"wrote {out}")
-    print(f"  {len(issame):,} pairs ({n_same:,} same, {len(issame) - n_same:,} "
-          f"different), {len(cache):,} distinct images of {size[0]}x{size[1]}, "
-          f"{seconds:.1f} s")
-    if skipped:
-        print(f"  skipped {len(skipped)} pair(s) with a missing or unreadable "
-              "image:")
-        for lineno, path, why in skipped[:10]:
-            print(f"    line {lineno}: {path}: {why}")
-        if len(skipped) > 10:
-            print(f"    ... and {len(skipped) - 10} more")
-    return 0
+    """Run `fr-data pairs2bin` in-process; an expected failure raises
+    ``SystemExit('error: ...')``."""
+    return cli.tool_main(COMMAND, argv, prog="pairs2bin.py")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(COMMAND, sys.argv[1:], prog="pairs2bin.py"))

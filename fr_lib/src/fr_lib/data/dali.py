@@ -25,6 +25,16 @@ Facts about DALI's reader that this module works around:
   (``write_face_rec(..., layout='plain', shuffle_seed=0)``).
 - Shard ``i`` of ``n`` is the contiguous slice
   ``[size*i//n, size*(i+1)//n)`` of the records in file order.
+- Its decoders do not apply a JPEG's EXIF orientation tag as OpenCV (the
+  Gluon path) does: ``fn.decoders.image`` ignores it, and on the CPU
+  ``fn.experimental.decoders.image(adjust_orientation=True)`` swaps height
+  and width of a quarter-turned photo without turning its pixels and leaves
+  an upside-down one as it is (measured with 1.35.0). So the two paths agree
+  by keeping rotated JPEGs out of the rec: ``fr-data folder2rec`` stores such
+  photos upright, and :class:`DaliFaceIter` refuses a rec that holds one
+  (found with :func:`~fr_lib.data.recordio.find_rotated_jpegs`), naming it
+  and :func:`~fr_lib.data.recordio.write_upright_rec`, which writes an
+  upright copy.
 
 DALI is imported only when an iterator is built, so ``fr_lib`` imports
 without it.
@@ -144,6 +154,20 @@ def write_dali_index(dataset, idx_path=None, check=True):
     return None  # not reached
 
 
+def _refuse_rotated(dataset):
+    from .recordio import find_rotated_jpegs
+    rotated = find_rotated_jpegs(dataset)
+    if rotated:
+        key, orientation = rotated[0]
+        raise ValueError(
+            f"{dataset.rec_path}: {len(rotated)} image record(s) hold a JPEG "
+            f"stored rotated (EXIF orientation), e.g. record {key} (orientation "
+            f"{orientation}). DALI 1.35 decodes them without the rotation, "
+            "unlike the Gluon path; write an upright copy with "
+            "fr_lib.data.recordio.write_upright_rec(rec_folder, new_folder) "
+            "(fr-data folder2rec stores photos upright)")
+
+
 def _resolve_device(device, device_id):
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
@@ -209,7 +233,9 @@ class DaliFaceIter:
         :func:`write_dali_index` next to the ``.rec``.
     check : bool or 'full'
         Passed to :class:`~fr_lib.data.FaceRecordDataset` when ``dataset`` is
-        a path (``False`` trusts the files: fast on millions of images).
+        a path (``False`` trusts the files: fast on millions of images). When
+        true, every image record is also checked for an EXIF-rotated JPEG,
+        which DALI would decode differently from the Gluon path.
 
     Attributes
     ----------
@@ -232,6 +258,9 @@ class DaliFaceIter:
     ImportError
         When DALI or its MXNet plugin is missing; the message names
         ``DALI_PIP``.
+    ValueError
+        When (``check`` true) the rec holds an EXIF-rotated JPEG; the message
+        names a record and :func:`~fr_lib.data.recordio.write_upright_rec`.
 
     Notes
     -----
@@ -255,6 +284,8 @@ class DaliFaceIter:
             raise ValueError(f"last_batch must be 'keep' or 'discard', got "
                              f"{last_batch!r}")
         self.dataset = _dataset(dataset, check)
+        if check:
+            _refuse_rotated(self.dataset)
         self.index_path = index_path or write_dali_index(self.dataset)
         self.device = _resolve_device(device, device_id)
         self.batch_size = int(batch_size)

@@ -17,7 +17,8 @@ File facts this module relies on (MXNet 1.9.1 / dmlc-core RecordIO, InsightFace'
   ``[first_identity_key, end_key]``; keys ``1 .. first-1`` are images with a
   float class id; keys ``first .. end-1`` are identity records with an empty
   image and the label ``[start, stop)`` of that identity's image keys.
-  ``property`` is the text ``num_classes,height,width``.
+  ``property`` is the text ``num_classes,height,width`` (other tools may add
+  lines after it; only the first is read).
 - Plain layout (``im2rec``, shuffled recs for DALI): every record is an image;
   labels are scalars or arrays (the class id is element 0).
 
@@ -28,6 +29,9 @@ byte of which file is wrong.
 import concurrent.futures
 import numbers
 import os
+import re
+import shutil
+import socket
 import struct
 import tempfile
 
@@ -42,7 +46,8 @@ from .transforms import (decode_image, decode_image_bgr, encode_jpeg,
 __all__ = ["RecordFormatError", "MissingIndexError", "BadImageError",
            "read_property", "write_property", "read_index", "rebuild_index",
            "iter_records", "FaceRecordDataset", "RawRecord", "FaceBatchify",
-           "FaceRecordIter", "write_face_rec"]
+           "FaceRecordIter", "write_face_rec", "remove_stale_work_dirs",
+           "find_rotated_jpegs", "write_upright_rec"]
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -323,16 +328,25 @@ def rebuild_index(rec_path, idx_path=None, keys="auto"):
 
 
 def read_property(path):
-    """Read a ``property`` file: ``(num_classes, height, width)``."""
+    """Read a ``property`` file: ``(num_classes, height, width)``.
+
+    Only the first line is read: it is ``num_classes,height,width``. Other
+    tools write more lines after it, which are ignored (InsightFace's
+    ``rec_builder.py`` adds the image count, its ``rec2shufrec.py`` the image
+    count, ``shuffled`` and a date).
+    """
     with open(path, "r") as f:
         text = f.read()
+    lines = text.strip().splitlines()
+    first = lines[0].strip() if lines else ""
     try:
-        values = tuple(int(v) for v in text.strip().split(","))
+        values = tuple(int(v) for v in first.split(","))
         if len(values) != 3 or min(values) <= 0:
             raise ValueError
     except ValueError:
         raise ValueError(f"{path}: expected 'num_classes,height,width' (three "
-                         f"positive integers), found {text.strip()!r}") from None
+                         "positive integers) on its first line, found "
+                         f"{first!r}") from None
     return values
 
 
@@ -1096,17 +1110,20 @@ def write_face_rec(out_dir, items, layout="insightface", shuffle_seed=None,
         raise ValueError("shuffle_seed needs layout='plain': the InsightFace "
                          "layout keeps each identity's images contiguous")
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
+    stale = remove_stale_work_dirs(out_dir)
     new_dir = not os.path.isdir(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".",
-                            suffix=".tmp", dir=parent if new_dir else out_dir)
+    work = tempfile.mkdtemp(prefix=_work_prefix(out_dir), suffix=".tmp",
+                            dir=parent if new_dir else out_dir)
     names = {"rec": prefix + ".rec", "idx": prefix + ".idx", "property": "property"}
     tmp = {k: os.path.join(work, v) for k, v in names.items()}
     try:
         info = _write_into(tmp, items, layout, shuffle_seed, image_size,
                            num_classes, quality, verify, progress)
         if new_dir:
+            # mkdtemp makes the folder 0700; the data folder follows the umask.
+            os.chmod(work, 0o777 & ~_umask())
             fsync_dir(work)
             os.rename(work, out_dir)
             work = None
@@ -1115,13 +1132,153 @@ def write_face_rec(out_dir, items, layout="insightface", shuffle_seed=None,
                 os.replace(tmp[k], os.path.join(out_dir, names[k]))
             fsync_dir(out_dir)
     finally:
-        if work is not None and os.path.isdir(work):
-            for name in os.listdir(work):
-                os.remove(os.path.join(work, name))
-            os.rmdir(work)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     info.update({k: os.path.join(out_dir, v) for k, v in names.items()})
     info["layout"] = layout
+    info["removed_stale"] = stale
     return info
+
+
+def find_rotated_jpegs(dataset, prefix=4096):
+    """The image records holding a JPEG with an EXIF orientation other than 1.
+
+    Such a JPEG is stored on its side (or upside down, or mirrored) and only
+    a decoder that applies the tag shows it upright: OpenCV (the Gluon path)
+    does; MXNet's ``imdecode`` and DALI 1.35's decoders do not. ``fr-data
+    folder2rec`` never writes one; recs from other tools may hold some.
+
+    Parameters
+    ----------
+    dataset : FaceRecordDataset
+    prefix : int
+        Bytes of each payload read to find the tag (it sits in the first
+        segments of the file).
+
+    Returns
+    -------
+    list of (key, orientation)
+    """
+    from .tools import jpeg_orientation
+    out = []
+    rec, path = dataset._rec, dataset.rec_path
+    for key, off in zip(dataset.keys.tolist(), dataset._offsets.tolist()):
+        where = dataset._where(key)
+        head, _ = rec.read_prefix(off, where, prefix)
+        start = _parse_header(head, path, where)[3]
+        orientation = jpeg_orientation(head[start:])
+        if orientation != 1:
+            out.append((key, orientation))
+    return out
+
+
+def write_upright_rec(src, out_dir, quality=95, progress=False):
+    """Copy a training set with every EXIF-rotated JPEG stored upright.
+
+    Records whose JPEG carries an EXIF orientation other than 1 are decoded
+    (OpenCV applies the tag) and re-encoded upright; all others keep their
+    bytes. The layout, the order and the class ids are kept (array labels of
+    a plain rec become their class id).
+
+    Parameters
+    ----------
+    src : FaceRecordDataset or str
+    out_dir : str
+    quality : int
+        JPEG quality of the re-encoded images.
+    progress : bool
+
+    Returns
+    -------
+    dict
+        As :func:`write_face_rec`, plus ``rotated``: the number of images
+        turned upright.
+    """
+    from .tools import jpeg_orientation
+    ds = src if isinstance(src, FaceRecordDataset) else FaceRecordDataset(src)
+    if os.path.abspath(os.path.expanduser(out_dir)) == \
+            os.path.dirname(os.path.abspath(ds.rec_path)):
+        raise ValueError(f"{out_dir}: write the upright copy to another folder")
+    turned = [0]
+
+    def items():
+        for i in range(len(ds)):
+            raw = ds.read_raw(i)
+            data = raw.data
+            if data[:3] == b"\xff\xd8\xff" and jpeg_orientation(data) != 1:
+                data = encode_jpeg(decode_image(data), quality)
+                turned[0] += 1
+            yield raw.label, data
+
+    info = write_face_rec(out_dir, items(), layout=ds.layout,
+                          num_classes=ds.num_classes, progress=progress)
+    info["rotated"] = turned[0]
+    return info
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag():
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _work_prefix(out_dir):
+    """``.<name>.<host>-<pid>.``: the temporary folder names its writer, so a
+    later run can tell a dead writer's leftovers from a live writer's."""
+    return f".{os.path.basename(out_dir)}.{_host_tag()}-{os.getpid()}."
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:  # pragma: no cover
+        return True
+    return True
+
+
+def remove_stale_work_dirs(out_dir):
+    """Remove the temporary folders that a killed :func:`write_face_rec` of
+    ``out_dir`` left behind (``.<name>.<host>-<pid>.*.tmp`` beside or inside
+    ``out_dir``, written on this host by a process that no longer exists).
+
+    A ``SIGKILL`` (or a power cut) gives the writer no chance to clean up; the
+    next write of the same folder does it. Folders of live processes, of other
+    hosts (a shared file system) and of unknown form are left alone.
+
+    Returns
+    -------
+    list of str
+        The folders removed.
+    """
+    out_dir = os.path.abspath(os.path.expanduser(out_dir))
+    pattern = re.compile(r"\." + re.escape(os.path.basename(out_dir))
+                         + r"\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+    removed = []
+    for folder in (os.path.dirname(out_dir), out_dir):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.match(name)
+            if not m or m.group("host") != _host_tag():
+                continue
+            pid = int(m.group("pid"))
+            path = os.path.join(folder, name)
+            if pid == os.getpid() or _pid_alive(pid) or not os.path.isdir(path):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                removed.append(path)
+    return removed
 
 
 def _write_into(tmp, items, layout, shuffle_seed, image_size, num_classes,

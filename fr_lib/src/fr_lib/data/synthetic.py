@@ -390,7 +390,8 @@ def render_jpegs(tasks, seed, difficulty, num_identities, workers=1, quality=95,
                              else None)
         # No cv2.setNumThreads() in the children: after a fork it deadlocks
         # when the parent has used OpenCV's thread pool (e.g. a Haar cascade).
-        pool = ctx.Pool(workers)
+        from .tools import child_init
+        pool = ctx.Pool(workers, initializer=child_init)
         results = pool.imap(_render_chunk, chunks)
     try:
         for block in results:

@@ -14,7 +14,7 @@ from .transforms import decode_image, encode_jpeg
 
 __all__ = ["IMAGE_EXTENSIONS", "default_workers", "atomic_write_text",
            "atomic_write_bytes", "list_identity_folders", "list_images",
-           "imap_ordered", "load_image", "read_lfw_pairs", "read_pair_csv",
+           "imap_ordered", "jpeg_orientation", "load_image", "read_lfw_pairs", "read_pair_csv",
            "read_pairs", "read_landmarks", "FaceEyeDetector", "eyes_from_box",
            "align_image",
            "text_histogram", "describe_rec", "describe_bin", "contact_sheet",
@@ -24,7 +24,7 @@ __all__ = ["IMAGE_EXTENSIONS", "default_workers", "atomic_write_text",
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm")
 
-#: MS1M-ArcFace (``faces_emore``, a.k.a. MS1MV2) as InsightFace distributes it.
+#: MS1M-ArcFace (``emore``, a.k.a. MS1MV2) as InsightFace distributes it.
 EMORE_IDENTITIES = 85742
 EMORE_IMAGES = 5822653
 #: Pair counts of the verification sets shipped with it (and with the other
@@ -90,6 +90,16 @@ def list_identity_folders(root, extensions=IMAGE_EXTENSIONS):
     return folders
 
 
+def child_init(initializer=None):
+    """Start of a worker process: the default SIGTERM action (a forked child
+    inherits the command line's handler, and ``Pool.terminate`` stops workers
+    with SIGTERM), then ``initializer()``."""
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if initializer is not None:
+        initializer()
+
+
 def imap_ordered(func, tasks, workers=1, chunksize=16, initializer=None):
     """``map(func, tasks)`` in order, over ``workers`` processes (1: here).
 
@@ -105,12 +115,52 @@ def imap_ordered(func, tasks, workers=1, chunksize=16, initializer=None):
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
     # Never call cv2.setNumThreads() in a forked child: it deadlocks when the
     # parent has already used OpenCV's thread pool (a Haar cascade does).
-    pool = ctx.Pool(workers, initializer=initializer)
+    pool = ctx.Pool(workers, initializer=child_init, initargs=(initializer,))
     try:
         yield from pool.imap(func, tasks, chunksize=max(1, chunksize))
     finally:
         pool.terminate()
         pool.join()
+
+
+def jpeg_orientation(data):
+    """The EXIF orientation tag (1-8) of JPEG bytes; 1 when there is none.
+
+    Reads the APP1 ``Exif`` segment's first image file directory (tag
+    ``0x0112``), the tag cameras and phones use to mark a photo taken on its
+    side. 1 means upright; 3 rotated 180 degrees; 6 and 8 a quarter turn;
+    2, 4, 5, 7 mirrored variants.
+    """
+    if data[:2] != b"\xff\xd8":
+        return 1
+    pos, n = 2, len(data)
+    while pos + 4 <= n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF before
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        seg = data[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and seg[:6] == b"Exif\x00\x00":
+            tiff = seg[6:]
+            order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+            if order is None or len(tiff) < 8:
+                return 1
+            ifd = int.from_bytes(tiff[4:8], order)
+            if ifd + 2 > len(tiff):
+                return 1
+            for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+                e = ifd + 2 + 12 * k
+                if e + 12 > len(tiff):
+                    break
+                if int.from_bytes(tiff[e:e + 2], order) == 0x0112:
+                    value = int.from_bytes(tiff[e + 8:e + 10], order)
+                    return value if 1 <= value <= 8 else 1
+            return 1
+        pos += 2 + length
+    return 1
 
 
 def load_image(task):
@@ -119,7 +169,10 @@ def load_image(task):
     ``task`` is ``(path, resize, quality, keep_jpeg)``. Returns ``(path,
     encoded, (h, w), error)``: ``encoded`` is None and ``error`` a reason when
     the file cannot be read or decoded. A JPEG that needs no resizing keeps its
-    original bytes when ``keep_jpeg`` (no second lossy step).
+    original bytes when ``keep_jpeg`` (no second lossy step), unless its EXIF
+    tag says it is stored rotated: then the upright image (OpenCV applies the
+    tag when it decodes) is re-encoded, so that every reader of the record --
+    MXNet's ``imdecode`` and DALI's decoder ignore EXIF -- sees it upright.
     """
     path, resize, quality, keep_jpeg = task
     try:
@@ -136,7 +189,7 @@ def load_image(task):
         interp = cv2.INTER_AREA if min(img.shape[:2]) > resize else cv2.INTER_LINEAR
         img = cv2.resize(img, (resize, resize), interpolation=interp)
         return path, encode_jpeg(img, quality), img.shape[:2], None
-    if keep_jpeg and data[:3] == b"\xff\xd8\xff":
+    if keep_jpeg and data[:3] == b"\xff\xd8\xff" and jpeg_orientation(data) == 1:
         return path, data, img.shape[:2], None
     return path, encode_jpeg(np.ascontiguousarray(img), quality), img.shape[:2], None
 
