@@ -4,9 +4,13 @@
     python scripts/sync_notebooks.py --check  # report problems, exit 1 if any
 
 Every notebook's first code cell is generated from ``_config.yml`` (the
-repository URL is set there only): on Colab it installs fr_lib and the MXNet
-build that fits the attached GPU, elsewhere it does nothing; then it reads the
-quick-mode switch ``FR_QUICK``. Notebooks are committed without outputs.
+repository URL is set there only; ``FR_REPO_URL`` overrides it when the cell
+runs, e.g. ``file:///path/to/clone`` in ``scripts/colab_sim.py``). On Colab it
+pip-installs fr_lib when its ``fr_colab`` module is missing (checking pip's
+exit status) and calls ``fr_colab.setup()``, which completes the install with
+``fr_install --colab`` only while ``fr_install --check --colab`` fails; it
+prints nothing elsewhere. Then it reads the quick-mode switch ``FR_QUICK``.
+Notebooks are committed without outputs.
 """
 import argparse
 import json
@@ -17,19 +21,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "# 本书每节的第一个代码单元"
 
 SETUP_CELL = """\
-# 本书每节的第一个代码单元：在 Colab 上安装 fr_lib 和合适的 MXNet
-# （装好后自动重启运行时），在已装好 fr_lib 的机器上什么也不做；
-# 然后读取快速模式开关 FR_QUICK（见“安装”一章）。
-import importlib.util, os, sys
-REPO = '{url}'
-if 'google.colab' in sys.modules and not importlib.util.find_spec('fr_lib'):
-    !pip install -q "git+{{REPO}}.git#subdirectory=fr_lib"
-    !python -m fr_install --colab
-    print('安装完成，运行时将重启；重启后请再从头运行本节。')
-    os.kill(os.getpid(), 9)
+# 本书每节的第一个代码单元：在 Colab 上检查并补装 fr_lib 和本书用到的包（出错时
+# 说明该运行什么，重新运行本单元即重试）；然后读取快速模式开关 FR_QUICK。
+import importlib.util, os, subprocess, sys
+if 'google.colab' in sys.modules:
+    REPO = os.getenv('FR_REPO_URL', '{url}')
+    pip = f'pip install -q --no-deps git+{{REPO}}#subdirectory=fr_lib'
+    if not importlib.util.find_spec('fr_colab'):
+        r = subprocess.run([sys.executable, '-m', *pip.split()],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f'{{r.stderr}}\\n安装 fr_lib 失败，请运行 !{{pip}}')
+        importlib.invalidate_caches()
+    __import__('fr_colab').setup()
 from fr_lib.utils import quick_mode
-QUICK = quick_mode()
-QUICK"""
+QUICK = quick_mode()"""
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python",
               "name": "python3"}
