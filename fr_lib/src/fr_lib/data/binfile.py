@@ -170,9 +170,9 @@ def read_bin(path, image_size=(112, 112), keep_raw=False, resize=False):
     Raises
     ------
     ValueError
-        If the file is not ``(bins, issame_list)``, if ``len(bins) !=
-        2 * len(issame_list)`` (both counts are named), or if an image has the
-        wrong size.
+        If the file is not ``(bins, issame_list)``, holds no pairs, if
+        ``len(bins) != 2 * len(issame_list)`` (both counts are named), or if
+        an image has the wrong size.
     fr_lib.data.BadImageError
         If an entry is not a decodable image (its index is named).
     """
@@ -204,6 +204,9 @@ def read_bin(path, image_size=(112, 112), keep_raw=False, resize=False):
         raise ValueError(f"{path}: {n_images} images but {len(issame)} pairs in "
                          f"issame_list; a .bin needs exactly 2 images per pair "
                          f"({2 * len(issame)})")
+    if n_images == 0:
+        raise ValueError(f"{path}: the .bin holds no pairs (0 images, empty "
+                         "issame_list); a verification set needs at least one pair")
     h, w = image_size
     raw = np.empty((n_images, h, w, 3), dtype=np.uint8)
     if isinstance(bins, np.ndarray) and bins.ndim == 4:

@@ -13,7 +13,9 @@ from mxnet.gluon.utils import split_and_load
 from ..utils.lazy import lazy_exports
 from . import features
 from .features import *  # noqa: F401,F403
-from . import schedule, checkpoint, trainer, partial_fc, launch
+# launch is imported on use (``from fr_lib.train import launch``): importing it
+# here made ``python -m fr_lib.train.launch`` warn and run a second copy
+from . import schedule, checkpoint, trainer, partial_fc
 from .schedule import *  # noqa: F401,F403
 from .checkpoint import *  # noqa: F401,F403
 from .trainer import *  # noqa: F401,F403

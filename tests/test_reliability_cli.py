@@ -1,0 +1,382 @@
+"""Issue 15, the command-line side: each reported failure, reproduced as a test.
+
+fr-eval / fr-export verify checkpoints and need no log; recipe values are
+typed by the schema; every tool fails with one line and exit code 2; exports
+are written whole or not at all; an empty .bin is named; the launcher stops
+its whole cluster on SIGTERM and notices a stopped worker.
+"""
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fr_lib import cli, recipes
+from fr_lib.data.binfile import read_bin
+
+TINY = ["--set", "synthetic={num_identities: 6, images_per_identity: 4, "
+                 "num_val_pairs: 20, seed: 0}",
+        "--set", "train.max_iters=4", "--set", "train.verify_every=2",
+        "--set", "train.checkpoint_every=2", "--set", "train.batch_size=8",
+        "--set", "train.contexts=['cpu(0)']", "--set", "train.progress=false",
+        "--set", "train.val_batch_size=16", "--set", "train.warmup_iters=0"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny fr-train run (in-process): its out_dir and its .bin."""
+    base = tmp_path_factory.mktemp("rel")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FR_DATA_ROOT", str(base / "data"))
+        rc = recipes.train_main(["quick-synthetic", "--full", "--out",
+                                 str(base / "run")] + TINY)
+    assert rc == 0
+    return str(base / "run"), str(base / "data" / "synthetic-quick" / "synth_val.bin")
+
+
+def _copy(run_dir, tmp_path):
+    dst = str(tmp_path / "run")
+    shutil.copytree(run_dir, dst)
+    return dst
+
+
+def _one_line_error(err, prog):
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# -- 1. checksums are verified before loading; the config comes from meta.json -------------
+def test_corrupt_best_params_are_refused_by_eval_and_export(run, tmp_path, capsys):
+    run_dir, bin_path = run
+    run_dir = _copy(run_dir, tmp_path)
+    assert cli.eval_main([run_dir, "--bins", bin_path]) == 0
+    capsys.readouterr()
+    best = [d for d in os.listdir(os.path.join(run_dir, "checkpoints"))
+            if d.startswith("best-")]
+    assert len(best) == 1
+    params = os.path.join(run_dir, "checkpoints", best[0], "backbone.params")
+    size = os.path.getsize(params)
+    assert size > 5000
+    with open(params, "r+b") as f:          # 4,000 bytes overwritten, same size
+        f.seek(1000)
+        f.write(os.urandom(4000))
+    assert os.path.getsize(params) == size
+
+    assert cli.eval_main([run_dir, "--bins", bin_path]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-eval")
+    assert params in line and "checksum" in line
+
+    out = tmp_path / "exp"
+    assert cli.export_main([run_dir, "--out", str(out / "m")]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-export")
+    assert params in line
+    assert not out.exists() or os.listdir(out) == []        # nothing exported
+
+
+def test_eval_without_the_log_reads_the_config_from_meta_json(run, tmp_path, capsys):
+    run_dir, bin_path = run
+    net0, config0, params0 = cli.load_run(run_dir)
+    run_dir = _copy(run_dir, tmp_path)
+    os.remove(os.path.join(run_dir, "log.jsonl"))
+    net, config, params = cli.load_run(run_dir)
+    assert config == config0 and os.path.basename(params) == os.path.basename(params0)
+    assert cli.eval_main([run_dir, "--bins", bin_path]) == 0
+    assert "synth_val" in capsys.readouterr().out
+    # the checkpoint folder is read, never changed (a running save's temporaries stay)
+    tmp = os.path.join(run_dir, "checkpoints", ".tmp-ckpt-000000099-x")
+    os.mkdir(tmp)
+    cli.load_run(run_dir, which="last")
+    assert os.path.isdir(tmp)
+
+
+def test_missing_run_is_one_line(tmp_path, capsys):
+    assert cli.eval_main([str(tmp_path / "nowhere"), "--bins", "x.bin"]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-eval")
+    assert "nowhere" in line
+
+
+# -- 4. outputs whole or not at all; an empty .bin is named ---------------------------------
+def test_export_to_an_unwritable_path_is_one_line(run, tmp_path, capsys):
+    run_dir, _ = run
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.export_main([run_dir, "--out", str(blocker / "sub" / "m")]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-export")
+    assert str(blocker) in line
+
+
+def test_failed_onnx_export_leaves_nothing(run, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnx")
+    run_dir, _ = run
+    out = tmp_path / "exp"
+    from fr_lib import deploy
+
+    def failing(prefix, path, **kwargs):
+        with open(path, "wb") as f:          # a partial file, then the failure
+            f.write(b"partial")
+        raise ValueError("simulated ONNX exporter failure")
+
+    monkeypatch.setattr(deploy, "export_onnx", failing)
+    assert cli.export_main([run_dir, "--out", str(out / "m"),
+                            "--onnx", str(out / "m.onnx")]) == 2
+    assert "simulated" in _one_line_error(capsys.readouterr().err, "fr-export")
+    assert os.listdir(out) == []              # no symbol/params, no .onnx, no temp dir
+    # an ONNX target under a file: refused before anything is written
+    monkeypatch.undo()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.export_main([run_dir, "--out", str(out / "m"),
+                            "--onnx", str(blocker / "m.onnx")]) == 2
+    _one_line_error(capsys.readouterr().err, "fr-export")
+    assert os.listdir(out) == []
+
+
+def test_empty_bin_is_named(tmp_path, run, capsys):
+    path = tmp_path / "empty.bin"
+    with open(path, "wb") as f:
+        pickle.dump(([], []), f)
+    with pytest.raises(ValueError, match=r"empty\.bin.*no pairs"):
+        read_bin(str(path))
+    assert cli.eval_main([run[0], "--bins", str(path)]) == 2
+    assert str(path) in _one_line_error(capsys.readouterr().err, "fr-eval")
+
+
+# -- 2. recipe values typed by the schema ----------------------------------------------------
+def test_numbers_are_numbers_whatever_yaml_1_1_thinks(tmp_path):
+    r = recipes.load_recipe("quick-synthetic", quick=False,
+                            overrides=["train.lr=1e-3", "train.max_iters=1e2",
+                                       "train.batch_size='32'", "train.lr_steps=[1e2, 200]",
+                                       "train.progress=no"])
+    t = r["train"]
+    assert t["lr"] == 0.001 and type(t["lr"]) is float
+    assert t["max_iters"] == 100 and type(t["max_iters"]) is int
+    assert t["batch_size"] == 32 and t["lr_steps"] == [100, 200]
+    assert t["progress"] is False
+    p = tmp_path / "r.yaml"
+    p.write_text("train:\n  lr: 5e-2\n  wd: 1E-4\n  data: /x\n")
+    t = recipes.load_recipe(str(p))["train"]
+    assert (t["lr"], t["wd"]) == (0.05, 0.0001)
+    # the schedule accepts what the recipe produced (it failed with a string)
+    from fr_lib.train.schedule import make_schedule
+    make_schedule("cosine", t["lr"], max_update=10)(5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=sixteen", "train.batch_size: expected an integer, got 'sixteen'"),
+    ("train.batch_size=12.5", "train.batch_size: expected an integer, got 12.5"),
+    ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+    ("train.hybridize=maybe", "train.hybridize: expected true or false, got 'maybe'"),
+    ("train.lr_steps=5", "train.lr_steps: expected a list"),
+    ("train.backbone_kwargs=3", "train.backbone_kwargs: expected a mapping"),
+    ("synthetic.num_identitiez=5",
+     "synthetic.num_identitiez: unknown argument of write_dataset; did you mean "
+     "'num_identities'"),
+    ("train.learning_rate=0.1", "train.learning_rate: unknown training option"),
+    ("train=5", "train: expected a mapping of training options"),
+    ("synthetic=7", "synthetic: expected a mapping"),
+    ("train.lr.x=1", "train.lr is not a section"),
+    ("train.lr=[1", "not valid YAML"),
+])
+def test_bad_values_name_the_option_and_the_type(override, message):
+    with pytest.raises(ValueError) as info:
+        recipes.load_recipe("quick-synthetic", quick=False, overrides=[override])
+    assert message in str(info.value)
+
+
+def test_dry_run_checks_what_the_run_would(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FR_DATA_ROOT", str(tmp_path / "data"))
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--set",
+                               "train.lr=1e-3"]) == 0
+    assert "lr: 0.001" in capsys.readouterr().out
+    for override, message in [
+            ("synthetic.num_identitiez=5", "did you mean 'num_identities'"),
+            ("train.loss=arcfac", "train.loss: unknown loss 'arcfac'"),
+            ("train.backbone_kwargs={widht: [8]}", "train.backbone_kwargs: "
+                                                   "'quickfacenet' refuses {'widht'"),
+            ("train.loss_kwargs={s: 64, mm: 0.5}", "train.loss_kwargs: 'arcface' "
+                                                   "refuses {'s': 64, 'mm': 0.5}"),
+            ("train.lr_mode=cosin", "train.lr_mode: unknown schedule"),
+            ("train.optimizer=sgdd", "train.optimizer: unknown optimizer 'sgdd'"),
+            ("train.best_metric=lfw", "train.best_metric: 'lfw' is not one of"),
+            ("train.amp=float16", "train.amp: 'float16' needs GPU contexts"),
+            ("train.kvstore=null", "train.kvstore: null works with one context only"),
+            ("train.resume=ckpt-000000070", "train.resume: ckpt-000000070: no such")]:
+        assert recipes.train_main(["quick-synthetic", "--dry-run", "--set",
+                                   override]) == 2, override
+        assert message in _one_line_error(capsys.readouterr().err, "fr-train"), override
+    # files that must exist: no synthetic section to write train.data
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--set",
+                               "synthetic=null"]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-train")
+    assert "train.data:" in line and "synthetic-quick" in line and "train.val_sets" in line
+    # an out_dir that holds another run (the trainer refuses to mix them)
+    used = tmp_path / "used"
+    (used / "checkpoints" / "ckpt-000000010").mkdir(parents=True)
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--out", str(used)]) == 2
+    assert "already holds a training run" in \
+        _one_line_error(capsys.readouterr().err, "fr-train")
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--out", str(used),
+                               "--set", "train.resume=true"]) == 0
+    capsys.readouterr()
+    # an out_dir that cannot be created
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--out",
+                               str(blocker / "run")]) == 2
+    assert "train.out_dir" in _one_line_error(capsys.readouterr().err, "fr-train")
+
+
+# -- 3. one line and rc=2; tracebacks only with --debug ---------------------------------------
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(ValueError, match="batch_size"):
+        recipes.train_main(["quick-synthetic", "--dry-run", "--debug",
+                            "--set", "train.batch_size=sixteen"])
+
+    @cli.run_main("tool")
+    def buggy(argv=None):
+        return {}["missing"]
+
+    assert buggy([]) == 1          # a bug: one line, exit code 1
+    err = capsys.readouterr().err
+    assert err.startswith("tool: internal error: KeyError") and "--debug" in err
+    with pytest.raises(KeyError):
+        buggy(["--debug"])
+
+
+def test_tools_fail_with_one_line_as_processes(tmp_path):
+    bad_rec = tmp_path / "r.yaml"
+    bad_rec.write_text("train:\n  batch_size: sixteen\n")
+    for cmd, prog in [
+            ([sys.executable, "-m", "fr_lib.recipes", str(bad_rec)], "fr-train"),
+            ([sys.executable, "-m", "fr_lib.train.launch", "--", "/no/such/command"],
+             "python -m fr_lib.train.launch")]:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        line = _one_line_error(out.stderr, prog)
+        assert "batch_size: expected an integer, got 'sixteen'" in line or \
+            "/no/such/command" in line
+
+
+# -- 5. the launcher stops its whole cluster and notices a stopped worker --------------------
+def _children(pid):
+    """All descendants of ``pid`` (from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_launcher(worker_code, *options):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fr_lib.train.launch", "-n", "2", "-s", "1",
+         "--grace", "3", *options, "--", sys.executable, "-c", worker_code],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    return proc, lines
+
+
+def _wait_for(cond, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_whole_cluster():
+    code = ("import time, mxnet as mx\n"
+            "kv = mx.kv.create('dist_sync')\n"
+            "print('ready', kv.rank, flush=True)\n"
+            "time.sleep(300)\n")
+    proc, lines = _start_launcher(code)
+    try:
+        assert _wait_for(lambda: sum(l.startswith("ready") for l in lines) == 2, 120), \
+            (lines, proc.poll())
+        pids = _children(proc.pid)
+        assert len(pids) >= 4            # scheduler, server, 2 workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert "SIGTERM" in proc.stderr.read()
+        assert _wait_for(lambda: not any(_alive(p) for p in pids), 10), \
+            [p for p in pids if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_stopped_worker_is_detected():
+    code = ("import time\n"
+            "for i in range(3000):\n"
+            "    print('tick', flush=True)\n"
+            "    time.sleep(0.1)\n")
+    proc, lines = _start_launcher(code, "--heartbeat-timeout", "3")
+    try:
+        assert _wait_for(lambda: len(lines) >= 4, 60), lines
+        pids = _children(proc.pid)
+        workers = []
+        for p in pids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if b"tick" in f.read():
+                        workers.append(p)
+            except OSError:
+                pass
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGSTOP)
+        assert proc.wait(timeout=60) == 2
+        err = proc.stderr.read()
+        line = _one_line_error(err, "python -m fr_lib.train.launch")
+        assert "made no progress" in line and "stopped" in line, line
+        assert _wait_for(lambda: not any(_alive(p) for p in pids), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_heartbeat_file_counts_as_progress(tmp_path):
+    from fr_lib.train import launch
+    # silent workers that touch FR_HEARTBEAT_FILE are not stopped
+    code = ("import os, time\n"
+            "for i in range(25):\n"
+            "    open(os.environ['FR_HEARTBEAT_FILE'], 'a').close()\n"
+            "    os.utime(os.environ['FR_HEARTBEAT_FILE'])\n"
+            "    time.sleep(0.1)\n")
+    assert launch.launch_local([sys.executable, "-c", code], num_workers=1,
+                               heartbeat_timeout=1.5, timeout=60, grace=1) == [0]
+    # ... and silent ones that do not are
+    with pytest.raises(launch.LaunchError, match="worker 0 .*made no progress"):
+        launch.launch_local([sys.executable, "-c", "import time; time.sleep(30)"],
+                            num_workers=1, heartbeat_timeout=1.5, timeout=60, grace=1)
