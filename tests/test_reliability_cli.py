@@ -139,6 +139,27 @@ def test_failed_onnx_export_leaves_nothing(run, tmp_path, capsys, monkeypatch):
     assert os.listdir(out) == []
 
 
+def test_export_model_writes_both_files_or_neither(tmp_path, monkeypatch):
+    from fr_lib import deploy
+    from fr_lib.model_zoo import get_model
+    net = get_model("quickfacenet")
+    net.initialize()
+    export = type(net).export
+
+    def disk_full(self, path, epoch=0, **kwargs):   # the symbol written, then ENOSPC
+        export(self, path, epoch)
+        os.remove(f"{path}-{epoch:04d}.params")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(net), "export", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        deploy.export_model(net, str(tmp_path / "m"))
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    assert deploy.export_model(net, str(tmp_path / "m")) == str(tmp_path / "m")
+    assert sorted(os.listdir(tmp_path)) == ["m-0000.params", "m-symbol.json"]
+
+
 def test_empty_bin_is_named(tmp_path, run, capsys):
     path = tmp_path / "empty.bin"
     with open(path, "wb") as f:

@@ -23,6 +23,7 @@ The pieces of a face-verification program, each usable alone:
 """
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -75,8 +76,9 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
     the backbone, so leaving it out is all "stripping the classifier" takes.
     The network is hybridized and traced with one zero batch of
     ``input_shape`` (inference mode: BatchNorm uses its running statistics,
-    Dropout is off). Both files are written atomically, so an interrupted
-    export never leaves half a file behind.
+    Dropout is off). Both files are written into a temporary folder beside
+    the target and renamed only when both are complete, so an interrupted or
+    failed export never leaves half a file, or one file without the other.
 
     Parameters
     ----------
@@ -107,14 +109,23 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
     with ops.native_ops(False), autograd.predict_mode():
         net.hybridize()
         net(mx.nd.zeros(input_shape, ctx=ctx))
-    sym_path, params_path = _paths(prefix, epoch)
-    with tempfile.TemporaryDirectory() as tmp:
+    sym_path, params_path = _paths(os.path.abspath(os.path.expanduser(prefix)), epoch)
+    folder = os.path.dirname(sym_path)
+    os.makedirs(folder, exist_ok=True)
+    # both files are written into a hidden folder beside the target and
+    # renamed only when both exist: never one without the other
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=folder)
+    try:
         tmp_prefix = os.path.join(tmp, "model")
         net.export(tmp_prefix, epoch)
         tmp_sym, tmp_params = _paths(tmp_prefix, epoch)
-        for src, dst in ((tmp_params, params_path), (tmp_sym, sym_path)):
+        for src in (tmp_params, tmp_sym):
             with open(src, "rb") as f:
-                atomic_write_bytes(dst, f.read())
+                os.fsync(f.fileno())
+        os.replace(tmp_params, params_path)
+        os.replace(tmp_sym, sym_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     net.hybridize()  # the next call traces again, with native operators
     return prefix
 
