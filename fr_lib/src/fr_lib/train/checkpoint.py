@@ -174,9 +174,7 @@ class RunLock:
                                "which no longer holds it (it ended without releasing "
                                "it)", self.directory, old[0],
                                f" on {old[1]}" if len(old) > 1 else "")
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, me)
+            self._write_owner(fd, me)
             self._fd = fd
             return self
         raise RunDirectoryError(f"{self.path}: could not take the lock (it keeps changing)")
@@ -194,10 +192,20 @@ class RunLock:
                     os.remove(self.path)
                     continue
                 self._refuse(pid, host)
-            os.write(fd, me)
+            self._write_owner(fd, me)
             self._fd = fd
             return self
         self._refuse(*self._owner())
+
+    @staticmethod
+    def _write_owner(fd, me):
+        # the pid is for messages only: a full disk must not stop the lock
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, me)
+        except OSError:
+            pass
 
     def release(self):
         """Remove the lock file and release the lock (idempotent)."""
