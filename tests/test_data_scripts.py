@@ -47,6 +47,17 @@ def test_help_exits_zero(name, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_is_an_fr_data_command(name, capsys):
+    from fr_lib.data import cli
+    module = script(name)
+    assert module.COMMAND in cli.COMMANDS
+    with pytest.raises(SystemExit) as info:
+        cli.main([module.COMMAND, "--help"])
+    assert info.value.code == 0
+    assert f"usage: fr-data {module.COMMAND}" in capsys.readouterr().out
+
+
 # -- folder2rec ----------------------------------------------------------------
 
 @pytest.fixture
@@ -89,6 +100,20 @@ def test_folder2rec_round_trip(face_folder, tmp_path, capsys):
     assert "6 images of 3 identities, 24x24" in text
     assert "skipped 2 unreadable image(s)" in text and "broken.jpg" in text
     assert "1 folder(s) without a readable image got no id: dora" in text
+
+
+def test_fr_data_folder2rec_writes_what_the_script_writes(face_folder, tmp_path,
+                                                        capsys):
+    from fr_lib.data import cli
+    root, _ = face_folder
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert script("folder2rec").main([root, a, "--workers", "1"]) == 0
+    assert cli.main(["folder2rec", root, b, "--workers", "1"]) == 0
+    for name in ("train.rec", "train.idx", "property", "identities.txt"):
+        with open(os.path.join(a, name), "rb") as x, \
+                open(os.path.join(b, name), "rb") as y:
+            assert x.read() == y.read(), name
+    capsys.readouterr()
 
 
 def test_folder2rec_workers_resize_and_plain(face_folder, tmp_path, capsys):

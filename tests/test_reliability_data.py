@@ -461,6 +461,20 @@ def test_each_command_reports_errors_in_one_line(tmp_path, capsys, argv, message
     assert message in err[0]
 
 
+@pytest.mark.parametrize("name", ["build-dataset", "bin-pairs"])
+def test_data_notebooks_need_no_clone(name):
+    """They once searched upward for data_scripts/ (bin-pairs without a stop
+    at /, so from a pip install it never ended); now they run fr-data."""
+    import json
+    with open(os.path.join(ROOT, "book", "chapter_data", name + ".ipynb"),
+              encoding="utf-8") as f:
+        cells = json.load(f)["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells
+                     if c["cell_type"] == "code")
+    assert "data_scripts" not in code and "os.path.dirname(ROOT)" not in code
+    assert "'-m', 'fr_lib.data.cli'" in code
+
+
 # -- 5. one name for emore ----------------------------------------------------------
 
 def test_emore_folder_is_found_under_its_old_name(tmp_path, monkeypatch):
@@ -492,6 +506,21 @@ def test_verify_emore_default_accepts_the_old_name(tmp_path, monkeypatch, capsys
         assert cli.main(["verify-emore", "--expect-identities", "2",
                          "--expect-images", "4", "--bins", "synth_val=2"]) == 0
     assert f"checking {tmp_path / 'faces_emore'}" in capsys.readouterr().out
+
+
+def test_recipes_and_datasets_accept_the_old_name(tmp_path, monkeypatch):
+    from fr_lib.data.synthetic import write_dataset
+    from fr_lib.recipes import load_recipe, prepare_data
+    monkeypatch.setenv("FR_DATA_ROOT", str(tmp_path))
+    old = str(tmp_path / "faces_emore")
+    write_dataset(old, 2, 2, 0)
+    recipe = load_recipe("emore-mobilefacenet-arcface", quick=False)
+    assert recipe["train"]["data"] == "{data_root}/emore"
+    with pytest.warns(UserWarning, match="old folder name"):
+        assert prepare_data(recipe, progress=False) == old
+    with pytest.warns(UserWarning, match="old folder name"):
+        ds = FaceRecordDataset(str(tmp_path / "emore"))
+    assert ds.rec_path == os.path.join(old, "train.rec") and len(ds) == 4
 
 
 def test_no_other_name_for_emore_in_the_sources():

@@ -427,6 +427,9 @@ class FaceRecordDataset(gluon.data.Dataset):
     def __init__(self, root_or_rec_path, transform=None, check=True,
                  skip_bad=False, progress=False):
         path = os.path.expanduser(root_or_rec_path)
+        if not os.path.exists(path):
+            from .root import resolve_data_dir
+            path = resolve_data_dir(path)  # emore under its old name: warns
         if os.path.isdir(path):
             rec_path = os.path.join(path, "train.rec")
         else:

@@ -360,8 +360,11 @@ def load_recipe(name_or_path, overrides=(), quick=None):
 def _resolve_data(data):
     if not data:
         return data
-    from ..data.root import get_data_root
-    return os.path.expanduser(str(data).replace("{data_root}", get_data_root()))
+    from ..data.root import get_data_root, resolve_data_dir
+    data = os.path.expanduser(str(data).replace("{data_root}", get_data_root()))
+    if not os.path.exists(data) and os.path.isdir(resolve_data_dir(data, False)):
+        data = resolve_data_dir(data)  # emore/ under its old name: warns
+    return data
 
 
 def _resolve_resume(train):
