@@ -159,11 +159,16 @@ def _stop(procs, grace=10.0):
 def _relay(src, dst, worker, last_seen):
     """Copy a worker's output to ``dst`` and note when it last said something."""
     fd = src.fileno()
-    try:
-        dst.flush()
-        out = dst.fileno()
-    except (AttributeError, OSError, ValueError):  # e.g. pytest's captured stdout
-        out = None
+    if dst == subprocess.DEVNULL:
+        dst = None
+    if isinstance(dst, int):  # a file descriptor
+        out = dst
+    else:
+        try:
+            dst.flush()
+            out = dst.fileno()
+        except (AttributeError, OSError, ValueError):  # e.g. pytest's captured stdout
+            out = None
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -175,11 +180,11 @@ def _relay(src, dst, worker, last_seen):
         try:
             if out is not None:
                 os.write(out, chunk)
-            else:
+            elif dst is not None:
                 dst.write(chunk.decode("utf-8", "replace"))
                 dst.flush()
-        except (OSError, ValueError):
-            pass
+        except Exception:  # noqa: BLE001 - keep draining the pipe whatever happens
+            out = dst = None
     src.close()
 
 
@@ -219,7 +224,7 @@ def launch_local(command, num_workers=2, num_servers=1, port=None, env=None,
         :class:`LaunchError` raised.
     cwd : str or None
         Working directory of every process.
-    stdout, stderr : file or None
+    stdout, stderr : file, file descriptor, ``subprocess.DEVNULL`` or None
         Where the workers' output is relayed (default: this process's
         stdout and stderr). The scheduler's and servers' output is
         discarded unless one of them fails.
