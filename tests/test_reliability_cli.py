@@ -97,6 +97,22 @@ def test_eval_without_the_log_reads_the_config_from_meta_json(run, tmp_path, cap
     assert os.path.isdir(tmp)
 
 
+def test_params_that_do_not_fit_the_config_are_one_line(run, tmp_path, capsys):
+    import json
+    run_dir, bin_path = run
+    run_dir = _copy(run_dir, tmp_path)
+    ckpts = os.path.join(run_dir, "checkpoints")
+    for name in os.listdir(ckpts):         # the config now says 16-d embeddings
+        meta_path = os.path.join(ckpts, name, "meta.json")
+        meta = json.load(open(meta_path))
+        if meta["state"].get("config"):
+            meta["state"]["config"]["backbone_kwargs"]["embedding_size"] = 16
+            json.dump(meta, open(meta_path, "w"))
+    assert cli.eval_main([run_dir, "--bins", bin_path]) == 2
+    line = _one_line_error(capsys.readouterr().err, "fr-eval")
+    assert "backbone.params: not the parameters of the backbone 'quickfacenet'" in line
+
+
 def test_missing_run_is_one_line(tmp_path, capsys):
     assert cli.eval_main([str(tmp_path / "nowhere"), "--bins", "x.bin"]) == 2
     line = _one_line_error(capsys.readouterr().err, "fr-eval")

@@ -231,10 +231,11 @@ def load_run(run_dir, which="best", ctx=None):
     net = get_model(config["backbone"], **(config.get("backbone_kwargs") or {}))
     try:
         net.load_parameters(params, ctx=ctx or mx.cpu())
-    except (mx.base.MXNetError, AssertionError) as err:
-        raise ValueError(f"{params}: does not match the backbone "
-                         f"{config['backbone']!r} of the run's configuration "
-                         f"({one_line(err)})") from err
+    except Exception as err:  # noqa: BLE001 - MXNet fails in many ways on a bad file
+        raise ValueError(f"{params}: not the parameters of the backbone "
+                         f"{config['backbone']!r} {config.get('backbone_kwargs') or {}} "
+                         f"of the run's configuration ({type(err).__name__}: "
+                         f"{one_line(err)})") from err
     net.hybridize(static_alloc=True)
     return net, config, params
 
