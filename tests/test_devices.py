@@ -221,3 +221,23 @@ def test_as_devices_reads_every_form():
         device.as_devices([])
     with pytest.raises(ValueError, match="mx.Context"):
         device.as_devices(["cpu(0)"])
+
+
+# ---- the run-time estimates the chapters print ---------------------------
+
+def test_training_time_is_six_flops_per_multiply_add():
+    from fr_lib.model_zoo.flops import T4_FP32_FLOPS, training_time
+    # 1 GMAdd/image, 1e6 images: 6e15 FLOPs at half of 1 TFLOP/s = 12,000 s
+    assert training_time(1e9, 1e6, peak_flops=1e12, utilization=0.5) == \
+        pytest.approx(12000.0)
+    assert training_time(1e9, 1e6) == pytest.approx(6e15 / (0.3 * 8.1e12))
+    assert T4_FP32_FLOPS == 8.1e12
+    with pytest.raises(ValueError, match="utilization"):
+        training_time(1e9, 1e6, utilization=0)
+
+
+def test_glue_without_myst_nb_returns_the_value(monkeypatch):
+    import sys
+    from fr_lib.utils import glue
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import fails
+    assert glue("x", 3.5, display=False) == 3.5

@@ -28,7 +28,11 @@ import numpy as np
 
 from .. import ops
 
-__all__ = ["count_params", "count_flops", "model_table", "ModelRow"]
+__all__ = ["count_params", "count_flops", "model_table", "ModelRow",
+           "T4_FP32_FLOPS", "training_time"]
+
+# NVIDIA T4 (Colab's usual GPU), peak fp32 FLOP/s from its datasheet.
+T4_FP32_FLOPS = 8.1e12
 
 ModelRow = namedtuple("ModelRow", ["name", "embedding", "params_m", "madds_g"])
 
@@ -159,3 +163,37 @@ def model_table(names=None, input_shape=(1, 3, 112, 112), **kwargs):
                              count_params(net, input_shape) / 1e6,
                              count_flops(net, input_shape) / 1e9))
     return rows
+
+
+def training_time(madds, num_images, peak_flops=T4_FP32_FLOPS,
+                  utilization=0.3):
+    """Seconds to train on ``num_images`` images, estimated from the counts.
+
+    A training step costs about three forward passes (the backward pass
+    computes gradients for both activations and weights), and one
+    multiply-add is two FLOPs: ``2 * 3 * madds * num_images`` FLOPs, done
+    at ``utilization`` of ``peak_flops``.
+
+    Parameters
+    ----------
+    madds : int or float
+        Multiply-adds of one forward pass per image (:func:`count_flops`),
+        plus the head's (e.g. ``num_classes * embedding_size``).
+    num_images : int or float
+        Images seen in the whole run (epochs x data set size).
+    peak_flops : float, default :data:`T4_FP32_FLOPS`
+    utilization : float, default 0.3
+        The fraction of the peak actually reached. An assumption, not a
+        measurement: large convolutions on a GPU reach 30-60 %; networks as
+        small as LeNet++ stay far below it (per-step overheads dominate), so
+        for them the result is a lower bound.
+
+    Returns
+    -------
+    float
+    """
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization must be in (0, 1], got {utilization}")
+    if peak_flops <= 0:
+        raise ValueError(f"peak_flops must be positive, got {peak_flops}")
+    return 6.0 * float(madds) * float(num_images) / (peak_flops * utilization)

@@ -17,6 +17,7 @@ from .device import (list_gpus, get_devices, describe_devices, default_devices,
 from .lazy import lazy_exports
 from .plot import use_chinese_font, find_cjk_font_files
 from .quick import quick_mode, pick, QUICK_ENV
+from .glue import glue
 from .registry import Registry
 from .widgets import require_ipywidgets, slider
 from . import vis
@@ -32,5 +33,5 @@ __getattr__ = lazy_exports(__name__, {
 __all__ = ["list_gpus", "get_devices", "describe_devices", "default_devices",
            "as_devices", "has_gpu", "split_and_load",
            "use_chinese_font", "find_cjk_font_files", "quick_mode", "pick",
-           "QUICK_ENV", "Registry", "require_ipywidgets", "slider", "Timer",
-           "Animator", "Accumulator", "export_block"] + vis.__all__
+           "QUICK_ENV", "glue", "Registry", "require_ipywidgets", "slider",
+           "Timer", "Animator", "Accumulator", "export_block"] + vis.__all__

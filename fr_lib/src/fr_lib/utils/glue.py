@@ -1,0 +1,19 @@
+"""Put a computed number into a page's text (MyST-NB's ``glue``), anywhere."""
+__all__ = ["glue"]
+
+
+def glue(name, value, display=True):
+    """``myst_nb.glue(name, value, display)`` when MyST-NB is installed.
+
+    The book's build (Jupyter Book, MyST-NB) replaces ``{glue:text}`name```
+    in a markdown cell with ``value``, so a page's prose can quote a number
+    its code computed. Where MyST-NB is absent (Colab, a plain Jupyter) the
+    text shows the role as written, and this function only returns
+    ``value`` so the cell still shows it.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return None
