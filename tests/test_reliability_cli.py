@@ -182,6 +182,10 @@ def test_empty_bin_is_named(tmp_path, run, capsys):
         pickle.dump(([], []), f)
     with pytest.raises(ValueError, match=r"empty\.bin.*no pairs"):
         read_bin(str(path))
+    zero = tmp_path / "zero.bin"
+    zero.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zero\.bin: not a readable \.bin"):
+        read_bin(str(zero))
     assert cli.eval_main([run[0], "--bins", str(path)]) == 2
     assert str(path) in _one_line_error(capsys.readouterr().err, "fr-eval")
 
@@ -396,7 +400,8 @@ def test_a_stopped_worker_is_detected():
         assert proc.wait(timeout=60) == 2
         err = proc.stderr.read()
         line = _one_line_error(err, "python -m fr_lib.train.launch")
-        assert "made no progress" in line and "stopped" in line, line
+        assert f"(pid {workers[1]}) made no progress" in line, line
+        assert "it is stopped (SIGSTOP?)" in line, line
         assert _wait_for(lambda: not any(_alive(p) for p in pids), 10)
     finally:
         if proc.poll() is None:
