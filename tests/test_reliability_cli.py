@@ -33,9 +33,12 @@ def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("rel")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FR_DATA_ROOT", str(base / "data"))
+        # as under the launcher: fr-train touches the heartbeat file while training
+        mp.setenv("FR_HEARTBEAT_FILE", str(base / "heartbeat"))
         rc = recipes.train_main(["quick-synthetic", "--full", "--out",
                                  str(base / "run")] + TINY)
     assert rc == 0
+    assert (base / "heartbeat").exists()
     return str(base / "run"), str(base / "data" / "synthetic-quick" / "synth_val.bin")
 
 

@@ -561,6 +561,24 @@ def _holds_run(out):
         re.fullmatch(r"(ckpt|best)-\d+", n) for n in os.listdir(ckpts))
 
 
+def _heartbeat_callbacks(every=5.0):
+    """Under ``python -m fr_lib.train.launch`` (``FR_HEARTBEAT_FILE`` set): touch
+    the heartbeat file after a step, at most every ``every`` seconds, so a
+    silent worker (``progress: false``) is not taken for a stuck one."""
+    if not os.environ.get("FR_HEARTBEAT_FILE"):
+        return ()
+    import time
+    from ..train.launch import heartbeat
+    last = [0.0]
+
+    def beat(trainer, record):
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            heartbeat()
+    return (beat,)
+
+
 def _train_defaults():
     from ..train.trainer import TrainConfig
     return TrainConfig().to_dict()
@@ -643,7 +661,7 @@ def train_main(argv=None):
         return 0
     prepare_data(recipe)
     from ..train.trainer import train
-    result = train(recipe["train"])
+    result = train(recipe["train"], callbacks=_heartbeat_callbacks())
     summary = f"[fr-train] done: {result.iterations} iterations in {result.seconds:.0f} s"
     if result.best_metric is not None:
         summary += (f"; best verification accuracy {result.best_metric:.4f} at "

@@ -23,7 +23,8 @@ so no scheduler, server or worker outlives it (on Linux they also receive
 SIGTERM if the launcher itself is SIGKILLed). A worker that makes no
 progress is detected by a heartbeat: progress is any output of the worker
 on stdout/stderr (the launcher relays it) or a touch of the file named by
-its ``FR_HEARTBEAT_FILE`` variable (:func:`heartbeat`); after
+its ``FR_HEARTBEAT_FILE`` variable (:func:`heartbeat`; ``fr-train`` does
+this after its steps, at most every 5 s); after
 ``heartbeat_timeout`` seconds without either (default 1800; 0 turns the
 check off) the cluster is stopped with :class:`LaunchError` naming the
 worker and its state (e.g. stopped by SIGSTOP).
