@@ -130,6 +130,14 @@ def test_export_to_an_unwritable_path_is_one_line(run, tmp_path, capsys):
     assert cli.export_main([run_dir, "--out", str(blocker / "sub" / "m")]) == 2
     line = _one_line_error(capsys.readouterr().err, "fr-export")
     assert str(blocker) in line
+    # a folder as --out: refused, nothing written beside it
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    for out in (str(folder), str(folder) + os.sep):
+        assert cli.export_main([run_dir, "--out", out]) == 2
+        assert "is a folder" in _one_line_error(capsys.readouterr().err, "fr-export")
+    assert sorted(os.listdir(tmp_path)) == ["exported", "file"]
+    assert os.listdir(folder) == []
 
 
 def test_failed_onnx_export_leaves_nothing(run, tmp_path, capsys, monkeypatch):

@@ -305,8 +305,12 @@ def export_main(argv=None):
     if args.onnx:
         from .deploy import require_onnx
         require_onnx()  # before any work: a missing package is not a half export
+    out = os.path.abspath(os.path.expanduser(args.out))
+    if args.out.endswith(("/", os.sep)) or os.path.isdir(out):
+        raise IsADirectoryError(f"--out {args.out}: is a folder; give a file prefix "
+                                f"such as {os.path.join(args.out, 'model')}")
     net, _, params = load_run(args.run, args.which)
-    final = dict(zip(("symbol", "params"), _paths(os.path.abspath(args.out), 0)))
+    final = dict(zip(("symbol", "params"), _paths(out, 0)))
     if args.onnx:
         final["onnx"] = os.path.abspath(args.onnx)
     staging = []
@@ -316,7 +320,7 @@ def export_main(argv=None):
         for path in final.values():
             if os.path.isdir(path):
                 raise IsADirectoryError(f"{path}: is a folder, not a file name")
-        prefix = export_model(net, os.path.join(stage, os.path.basename(args.out)))
+        prefix = export_model(net, os.path.join(stage, os.path.basename(out)))
         staged = dict(zip(("symbol", "params"), _paths(prefix, 0)))
         if args.onnx:
             onnx_stage = _staging_dir(final["onnx"])
