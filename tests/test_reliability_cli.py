@@ -367,7 +367,8 @@ def _wait_for(cond, timeout):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_stops_the_whole_cluster():
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_whole_cluster(sig):
     code = ("import time, mxnet as mx\n"
             "kv = mx.kv.create('dist_sync')\n"
             "print('ready', kv.rank, flush=True)\n"
@@ -378,9 +379,9 @@ def test_sigterm_stops_the_whole_cluster():
             (lines, proc.poll())
         pids = _children(proc.pid)
         assert len(pids) >= 4            # scheduler, server, 2 workers
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-        assert "SIGTERM" in proc.stderr.read()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 128 + sig
+        assert f"{signal.Signals(sig).name} received" in proc.stderr.read()
         assert _wait_for(lambda: not any(_alive(p) for p in pids), 10), \
             [p for p in pids if _alive(p)]
     finally:
