@@ -241,3 +241,16 @@ def test_glue_without_myst_nb_returns_the_value(monkeypatch):
     from fr_lib.utils import glue
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # import fails
     assert glue("x", 3.5, display=False) == 3.5
+
+
+def test_glue_stores_numpy_scalars_as_plain_numbers(monkeypatch):
+    import sys
+    import types
+    from fr_lib.utils import glue
+    seen = {}
+    fake = types.SimpleNamespace(
+        glue=lambda name, value, display=True: seen.update({name: value}))
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    glue("hours", np.float64(2.5), display=False)
+    assert type(seen["hours"]) is float and seen["hours"] == 2.5
+    assert repr(seen["hours"]) == "2.5"  # what {glue:text}`hours:.1f` parses

@@ -9,8 +9,14 @@ def glue(name, value, display=True):
     in a markdown cell with ``value``, so a page's prose can quote a number
     its code computed. Where MyST-NB is absent (Colab, a plain Jupyter) the
     text shows the role as written, and this function only returns
-    ``value`` so the cell still shows it.
+    ``value`` so the cell still shows it. NumPy scalars are glued as Python
+    numbers.
     """
+    import numpy as np
+    if isinstance(value, np.generic):
+        # a plain number: NumPy 2 prints np.float64(...), which the {glue:text}
+        # role's format spec (e.g. :.1f) cannot read
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
