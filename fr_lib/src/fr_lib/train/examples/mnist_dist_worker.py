@@ -17,6 +17,7 @@ from mxnet import autograd, gluon, nd
 
 from fr_lib.data import load_mnist
 from fr_lib.data.sampler import ShardSampler
+from fr_lib.utils.device import default_devices
 
 
 def main(argv=None):
@@ -31,6 +32,8 @@ def main(argv=None):
     out_dir, steps, batch = argv[0], int(argv[1]), int(argv[2])
     kv = mx.kv.create('dist_sync')        # join the scheduler, wait for all
     rank, n = kv.rank, kv.num_workers
+    devices = default_devices()           # the usable GPUs, else [cpu(0)]
+    ctx = devices[rank % len(devices)]    # one GPU per worker when there are
 
     d = load_mnist()
     X = d.X_train.reshape(len(d.X_train), -1).astype('float32')
@@ -40,7 +43,7 @@ def main(argv=None):
                                       shuffle=True)))
 
     net = gluon.nn.Dense(10, in_units=784)
-    net.initialize(mx.init.Zero())        # every worker starts at one point
+    net.initialize(mx.init.Zero(), ctx=ctx)  # all workers start equal
     trainer = gluon.Trainer(net.collect_params(), 'sgd',
                             {'learning_rate': 0.1, 'momentum': 0.9},
                             kvstore=kv)
@@ -48,7 +51,7 @@ def main(argv=None):
     log = []
     for step in range(steps):
         idx = mine[(step * batch) % len(mine):][:batch]
-        x, y = nd.array(X[idx]), nd.array(Y[idx])
+        x, y = nd.array(X[idx], ctx=ctx), nd.array(Y[idx], ctx=ctx)
         with autograd.record():
             loss = loss_fn(net(x), y)
         loss.backward()
