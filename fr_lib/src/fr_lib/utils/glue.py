@@ -5,9 +5,9 @@ __all__ = ["glue"]
 def glue(name, value, display=True):
     """``myst_nb.glue(name, value, display)`` when MyST-NB is installed.
 
-    The book's build (Jupyter Book, MyST-NB) replaces ``{glue:text}`name```
-    in a markdown cell with ``value``, so a page's prose can quote a number
-    its code computed. Where MyST-NB is absent (Colab, a plain Jupyter) the
+    The book's build (Jupyter Book, MyST-NB) replaces a ``{glue:text}``
+    role naming ``name`` in a markdown cell with ``value``, so a page's prose
+    can quote a number its code computed. Where MyST-NB is absent (Colab, a plain Jupyter) the
     text shows the role as written, and this function only returns
     ``value`` so the cell still shows it. NumPy scalars are glued as Python
     numbers.
