@@ -303,18 +303,32 @@ def test_debug_shows_the_traceback(capsys):
         buggy(["--debug"])
 
 
+@pytest.mark.parametrize("main, argv, prog", [
+    (cli.eval_main, ["runs/x"], "fr-eval"),
+    (cli.export_main, ["runs/x", "--which", "worst", "--out", "m"], "fr-export"),
+    (recipes.train_main, ["quick-synthetic", "--bogus"], "fr-train"),
+])
+def test_bad_arguments_are_one_line(main, argv, prog, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "--help" in _one_line_error(capsys.readouterr().err, prog)
+
+
 def test_tools_fail_with_one_line_as_processes(tmp_path):
     bad_rec = tmp_path / "r.yaml"
     bad_rec.write_text("train:\n  batch_size: sixteen\n")
     for cmd, prog in [
             ([sys.executable, "-m", "fr_lib.recipes", str(bad_rec)], "fr-train"),
             ([sys.executable, "-m", "fr_lib.train.launch", "--", "/no/such/command"],
+             "python -m fr_lib.train.launch"),
+            ([sys.executable, "-m", "fr_lib.train.launch", "-n", "0", "--", "x"],
              "python -m fr_lib.train.launch")]:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2, out.stderr
         line = _one_line_error(out.stderr, prog)
         assert "batch_size: expected an integer, got 'sixteen'" in line or \
-            "/no/such/command" in line
+            "/no/such/command" in line or "--num-workers must be >= 1" in line
 
 
 # -- 5. the launcher stops its whole cluster and notices a stopped worker --------------------

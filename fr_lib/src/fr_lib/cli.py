@@ -25,6 +25,7 @@ import sys
 import tempfile
 
 __all__ = ["load_run", "find_checkpoint", "run_main", "add_debug_flag", "one_line",
+           "ArgumentParser",
            "eval_main", "export_main"]
 
 
@@ -64,6 +65,13 @@ def _wants_debug(argv):
     if "--" in args:
         args = args[:args.index("--")]
     return "--debug" in args or os.environ.get("FR_DEBUG", "") not in ("", "0")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_debug_flag(parser):
@@ -251,7 +259,7 @@ def _common(parser):
 @run_main("fr-eval")
 def eval_main(argv=None):
     """Entry point of ``fr-eval``: the chapter-5 protocol on ``.bin`` sets."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fr-eval", description="Verification accuracy (10-fold protocol with "
         "flip), AUC, EER and TAR@FAR of a trained backbone on .bin pair sets. "
         "The checkpoint's recorded checksums are verified first; errors are one "
@@ -289,7 +297,7 @@ def _staging_dir(target):
 @run_main("fr-export")
 def export_main(argv=None):
     """Entry point of ``fr-export``: symbol + params, and optionally ONNX."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fr-export", description="Export the backbone of a training run as "
         "MXNet symbol/params files and optionally ONNX (no classifier head). The "
         "checkpoint's recorded checksums are verified first; the files are "

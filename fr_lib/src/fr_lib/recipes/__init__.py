@@ -35,7 +35,6 @@ error names the option and the type it expects.
 backbones, losses, schedules and optimizers, their keyword arguments, files
 that must exist); ``fr-train --dry-run`` runs the same checks.
 """
-import argparse
 import copy
 import dataclasses
 import difflib
@@ -46,7 +45,7 @@ import sys
 
 import yaml
 
-from ..cli import add_debug_flag, run_main
+from ..cli import ArgumentParser, add_debug_flag, run_main
 from ..utils.quick import quick_mode
 
 __all__ = ["RECIPE_DIR", "list_recipes", "recipe_path", "load_recipe",
@@ -608,7 +607,7 @@ def prepare_data(recipe, progress=True):
 @run_main("fr-train")
 def train_main(argv=None):
     """Entry point of ``fr-train`` (see ``fr-train --help``)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fr-train",
         description="Train a face model from a YAML recipe. Shipped recipes: "
                     + ", ".join(list_recipes()) + ". Values are typed by the "

@@ -391,7 +391,8 @@ def _on_signal(signum, frame):
 
 
 def _main(argv=None):
-    parser = argparse.ArgumentParser(
+    from ..cli import ArgumentParser, add_debug_flag
+    parser = ArgumentParser(
         prog="python -m fr_lib.train.launch",
         description="Run a command as the workers of a local dist_sync "
                     "cluster (scheduler and servers on 127.0.0.1). SIGTERM or "
@@ -410,7 +411,6 @@ def _main(argv=None):
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds between SIGTERM and SIGKILL when the cluster "
                              "is stopped (default 10)")
-    from ..cli import add_debug_flag
     add_debug_flag(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the worker command, after --")
