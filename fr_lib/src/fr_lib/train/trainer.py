@@ -401,6 +401,16 @@ class TrainConfig:
     final_lr : float
     max_bad_steps : int
         Consecutive non-finite steps tolerated before :class:`NonFiniteError`.
+    check_update : bool
+        Check after every update that the weights and running statistics
+        are finite, and undo a step that made them non-finite (a divergent
+        learning rate). Costs a copy of the weights and optimizer state and
+        one pass over the weights per step, on the device and with no
+        extra wait (measured on 2 loaded CPU cores: about 20 ms for
+        MobileFaceNet with an 85,742-class head, 12 M values, against a step
+        of 460 ms or more at batch 16); False checks only the loss and the
+        gradient before the update (BatchNorm statistics are still restored
+        after a bad step).
     out_dir : str
         Checkpoints go to ``out_dir/checkpoints``, the log to
         ``out_dir/log.jsonl``.
@@ -477,6 +487,7 @@ class TrainConfig:
     lr_power: float = 2.0
     final_lr: float = 0.0
     max_bad_steps: int = 10
+    check_update: bool = True
     out_dir: str = "runs/fr"
     checkpoint_every: int = 1000
     keep_last: int = 3
@@ -732,6 +743,7 @@ class FaceTrainer:
         self._lock = None
         self._claimed = False  # the first fit() has checked and taken out_dir
         self._snap, self._snap_states, self._snap_counts = {}, [], None
+        self._snap_full = True
 
     # -- setup -------------------------------------------------------------------
     def _choose_engine(self):
@@ -915,10 +927,12 @@ class FaceTrainer:
                              f"{len(self.contexts)} contexts")
         xs = gluon.utils.split_and_load(X, self.contexts, even_split=False)
         ys = gluon.utils.split_and_load(y, self.contexts, even_split=False)
+        # the kvstore's first broadcast of the weights comes before the copy
+        self._init_kvstore()
         # before the forward pass: BatchNorm writes its running statistics
         # during the step (MXNet's in the backward pass, the native engine's
         # in the forward pass)
-        self._snapshot()
+        self._snapshot(full=cfg.check_update)
         with autograd.record():
             losses = [step_net(a, b) for a, b in zip(xs, ys)]
             if cfg.amp is not None:  # the scaling must be recorded too
@@ -929,10 +943,14 @@ class FaceTrainer:
         if self._need_broadcast:  # Horovod: after the deferred init
             self._hvd.broadcast_parameters(self.params, root_rank=0)
             self._need_broadcast = False
+            if self._snap_full:  # an undo must restore rank 0's weights
+                for name, p in self.params.items():
+                    if p.grad_req != "null":
+                        for i, arr in enumerate(p.list_data()):
+                            self._keep(("p", name, i), arr)
         c0 = self.contexts[0]
         loss_sums = [l.sum().astype("float32").reshape((1,)).as_in_context(c0)
                      for l in losses]
-        self._init_kvstore()
         self.trainer.allreduce_grads()
         # the gradient the optimizer applies is the sum over all samples of
         # all workers divided by their number; Horovod's trainer already
@@ -941,7 +959,7 @@ class FaceTrainer:
         update_n = n if self._hvd is not None else total
         self.iteration += 1
         nl = len(loss_sums)
-        if cfg.amp is None and not cfg.clip_global_norm:
+        if cfg.amp is None and not cfg.clip_global_norm and cfg.check_update:
             # update first, then one transfer: loss, gradient and new weights
             self.trainer.update(update_n)
             values = self._fetch(loss_sums + [self._grad_sq(), self._state_sq()])
@@ -949,6 +967,7 @@ class FaceTrainer:
             why = self._why_bad(loss_sum, values[nl], values[nl + 1])
         else:
             check_grads = cfg.amp is None or bool(cfg.clip_global_norm)
+            # (check_update=False: the old order, no copy of the weights)
             if check_grads and cfg.amp is not None:
                 self._amp.unscale(self.trainer)
             values = self._fetch(loss_sums + ([self._grad_sq()] if check_grads else []))
@@ -965,7 +984,8 @@ class FaceTrainer:
                 if cfg.clip_global_norm:
                     self._clip(sq, total)
                 self.trainer.update(update_n)
-                why = self._why_bad(0.0, 0.0, float(self._state_sq().asscalar()))
+                if cfg.check_update:
+                    why = self._why_bad(0.0, 0.0, float(self._state_sq().asscalar()))
         if why is not None:
             self._restore()
             self.bad_steps += 1
@@ -1027,12 +1047,12 @@ class FaceTrainer:
         """Squared norm of the weights (context 0: every context applies the
         same update) and of the running statistics of every context."""
         c0 = self.contexts[0]
-        weights = [p.list_data()[0] for p in self.params.values() if p.grad_req != "null"]
-        parts = [self._sum_sq(weights, c0)]
-        for i, ctx in enumerate(self.contexts):
-            aux = [p.list_data()[i] for p in self.params.values() if p.grad_req == "null"]
-            if aux:
-                parts.append(self._sum_sq(aux, c0))
+        parts = []
+        for i in range(len(self.contexts)):
+            arrays = [p.list_data()[i] for p in self.params.values()
+                      if i == 0 or p.grad_req == "null"]
+            if arrays:
+                parts.append(self._sum_sq(arrays, c0))
         return mx.nd.add_n(*parts) if len(parts) > 1 else parts[0]
 
     def _optimizer_arrays(self, i):
@@ -1050,14 +1070,20 @@ class FaceTrainer:
         else:
             arr.copyto(buf)
 
-    def _snapshot(self):
+    def _snapshot(self, full=True):
         """Copy (on each device, asynchronously, into buffers kept between
         steps) everything a step writes: weights, running statistics,
-        optimizer state and the optimizer's update counters."""
+        optimizer state and the optimizer's update counters (``full=False``:
+        the running statistics only)."""
+        self._snap_full = full
         for name, p in self.params.items():
-            for i, arr in enumerate(p.list_data()):
-                self._keep(("p", name, i), arr)
+            if full or p.grad_req == "null":
+                for i, arr in enumerate(p.list_data()):
+                    self._keep(("p", name, i), arr)
         self._snap_states = []
+        self._snap_counts = None
+        if not full:
+            return
         for i in range(len(self.contexts)):
             indices = []
             for idx, arrays in self._optimizer_arrays(i):
@@ -1072,8 +1098,9 @@ class FaceTrainer:
     def _restore(self):
         """Undo the step: copy the snapshot back (see :meth:`_snapshot`)."""
         for name, p in self.params.items():
-            for i, arr in enumerate(p.list_data()):
-                self._snap[("p", name, i)].copyto(arr)
+            if self._snap_full or p.grad_req == "null":
+                for i, arr in enumerate(p.list_data()):
+                    self._snap[("p", name, i)].copyto(arr)
         updaters = getattr(self.trainer, "_updaters", None) or []
         for i, keep in enumerate(self._snap_states):
             if i >= len(updaters):
