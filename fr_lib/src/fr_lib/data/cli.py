@@ -37,8 +37,9 @@ class DataToolError(Exception):
 
 
 class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM, so ``finally`` blocks remove
-    temporary outputs before the process exits."""
+    """Raised in the main thread on SIGTERM or SIGHUP (``args[0]``: the
+    signal number), so ``finally`` blocks remove temporary outputs before
+    the process exits."""
 
 
 def _fail(message):
@@ -750,7 +751,7 @@ def _debug(flag):
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def run_command(name, argv=None, prog=None):
@@ -770,19 +771,20 @@ def run_command(name, argv=None, prog=None):
 
 
 def _execute(name, args, prog, debug):
-    previous = None
-    if hasattr(signal, "SIGTERM"):
-        try:  # only the main thread may set handlers
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:
-            previous = None
+    previous = {}
+    for sig in ("SIGTERM", "SIGHUP"):  # kill's default; a closed terminal
+        if hasattr(signal, sig):
+            try:  # only the main thread may set handlers
+                previous[sig] = signal.signal(getattr(signal, sig), _on_sigterm)
+            except ValueError:
+                pass
     try:
         return COMMANDS[name][2](args)
-    except Terminated:
+    except Terminated as stop:
         if debug:
             raise
         print(f"{prog}: terminated (temporary outputs removed)", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return 128 + int(stop.args[0] if stop.args else signal.SIGTERM)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -799,8 +801,8 @@ def _execute(name, args, prog, debug):
               "with --debug for the traceback)", file=sys.stderr)
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(getattr(signal, sig), handler)
 
 
 def main(argv=None):

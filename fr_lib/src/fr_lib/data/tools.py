@@ -96,6 +96,8 @@ def child_init(initializer=None):
     with SIGTERM), then ``initializer()``."""
     import signal
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     if initializer is not None:
         initializer()
 
