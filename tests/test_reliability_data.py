@@ -366,16 +366,26 @@ def test_stale_work_dirs_of_live_or_foreign_writers_are_kept(tmp_path):
                  "live": f".set.{host}-{live.pid}.abc123.tmp",
                  "other_host": f".set.otherhost-{dead.pid}.abc123.tmp",
                  "other_set": f".sets.{host}-{dead.pid}.abc123.tmp",
-                 "unknown": ".set.abc123.tmp"}
+                 "unknown": ".set.abc123.tmp",
+                 # the form of older versions: no writer named, judged by age
+                 "legacy_old": ".set.k2j4_9xa.tmp",
+                 "legacy_recent": ".set.q8w7e6r5.tmp"}
         for n in names.values():
             os.makedirs(os.path.join(str(tmp_path), n, "x"))
+            with open(os.path.join(str(tmp_path), n, "train.rec"), "wb") as f:
+                f.write(b"\0" * 100)
+        two_hours_ago = time.time() - 7200
+        old = os.path.join(str(tmp_path), names["legacy_old"])
+        for p in (old, os.path.join(old, "x"), os.path.join(old, "train.rec")):
+            os.utime(p, (two_hours_ago, two_hours_ago))
         removed = remove_stale_work_dirs(out)
     finally:
         live.kill()
         live.wait()
-    assert removed == [os.path.join(str(tmp_path), names["dead"])]
+    gone = {names["dead"], names["legacy_old"]}
+    assert sorted(removed) == sorted(os.path.join(str(tmp_path), n) for n in gone)
     left = set(os.listdir(str(tmp_path)))
-    assert left == set(names.values()) - {names["dead"]}
+    assert left == set(names.values()) - gone
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
