@@ -81,7 +81,7 @@ def test_corrupt_best_params_are_refused_by_eval_and_export(run, tmp_path, capsy
     assert cli.export_main([run_dir, "--out", str(out / "m")]) == 2
     line = _one_line_error(capsys.readouterr().err, "fr-export")
     assert params in line
-    assert not out.exists() or os.listdir(out) == []        # nothing exported
+    assert not out.exists()                                 # nothing exported
 
 
 def test_eval_without_the_log_reads_the_config_from_meta_json(run, tmp_path, capsys):
@@ -152,18 +152,26 @@ def test_failed_onnx_export_leaves_nothing(run, tmp_path, capsys, monkeypatch):
         raise ValueError("simulated ONNX exporter failure")
 
     monkeypatch.setattr(deploy, "export_onnx", failing)
+    out.mkdir()
+    (out / "keep.txt").write_text("not ours")
     assert cli.export_main([run_dir, "--out", str(out / "m"),
-                            "--onnx", str(out / "m.onnx")]) == 2
+                            "--onnx", str(out / "onnx" / "m.onnx")]) == 2
     assert "simulated" in _one_line_error(capsys.readouterr().err, "fr-export")
-    assert os.listdir(out) == []              # no symbol/params, no .onnx, no temp dir
+    # no symbol/params, no .onnx, no temporary folder, no folder made for them
+    assert os.listdir(out) == ["keep.txt"]
     # an ONNX target under a file: refused before anything is written
     monkeypatch.undo()
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert cli.export_main([run_dir, "--out", str(out / "m"),
+    assert cli.export_main([run_dir, "--out", str(out / "new" / "m"),
                             "--onnx", str(blocker / "m.onnx")]) == 2
-    _one_line_error(capsys.readouterr().err, "fr-export")
-    assert os.listdir(out) == []
+    assert str(blocker) in _one_line_error(capsys.readouterr().err, "fr-export")
+    assert os.listdir(out) == ["keep.txt"]
+    # and when everything works, all three files are there
+    assert cli.export_main([run_dir, "--out", str(out / "m"),
+                            "--onnx", str(out / "m.onnx")]) == 0
+    assert sorted(os.listdir(out)) == ["keep.txt", "m-0000.params", "m-symbol.json",
+                                       "m.onnx"]
 
 
 def test_export_model_writes_both_files_or_neither(tmp_path, monkeypatch):

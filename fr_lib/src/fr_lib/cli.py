@@ -285,13 +285,24 @@ def eval_main(argv=None):
     return 0
 
 
-def _staging_dir(target):
-    """A fresh hidden folder beside ``target`` (same file system: renames are atomic)."""
+def _staging_dir(target, created):
+    """A fresh hidden folder beside ``target`` (same file system: renames are
+    atomic); folders made on the way are appended to ``created``."""
     folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
     if os.path.isdir(target):
         raise IsADirectoryError(f"{target}: is a folder, not a file name")
+    missing = folder
+    while not os.path.exists(missing) and os.path.dirname(missing) != missing:
+        top, missing = missing, os.path.dirname(missing)
+        if not os.path.exists(missing):
+            continue
+        created.append(top)
+    os.makedirs(folder, exist_ok=True)
     return tempfile.mkdtemp(prefix=".fr-export-", dir=folder)
+
+
+def _has_files(folder):
+    return any(files for _, _, files in os.walk(folder))
 
 
 @run_main("fr-export")
@@ -321,26 +332,32 @@ def export_main(argv=None):
     final = dict(zip(("symbol", "params"), _paths(out, 0)))
     if args.onnx:
         final["onnx"] = os.path.abspath(args.onnx)
-    staging = []
+    staging, created, done = [], [], False
     try:
-        stage = _staging_dir(final["params"])
-        staging.append(stage)
         for path in final.values():
             if os.path.isdir(path):
                 raise IsADirectoryError(f"{path}: is a folder, not a file name")
+        stage = _staging_dir(final["params"], created)
+        staging.append(stage)
+        if args.onnx:  # before the export: an unwritable target fails at once
+            onnx_stage = _staging_dir(final["onnx"], created)
+            staging.append(onnx_stage)
         prefix = export_model(net, os.path.join(stage, os.path.basename(out)))
         staged = dict(zip(("symbol", "params"), _paths(prefix, 0)))
         if args.onnx:
-            onnx_stage = _staging_dir(final["onnx"])
-            staging.append(onnx_stage)
             staged["onnx"] = export_onnx(prefix, os.path.join(
                 onnx_stage, os.path.basename(final["onnx"])))
         for key in ("params", "onnx", "symbol"):  # the symbol file last: it names a model
             if key in staged:
                 os.replace(staged[key], final[key])
+        done = True
     finally:
         for d in staging:
             shutil.rmtree(d, ignore_errors=True)
+        if not done:  # the output folders this call made, if still empty
+            for d in reversed(created):
+                if not _has_files(d):
+                    shutil.rmtree(d, ignore_errors=True)
     print(f"[fr-export] {params} -> {final['symbol']}, {final['params']}")
     if args.onnx:
         print(f"[fr-export] -> {final['onnx']}")
