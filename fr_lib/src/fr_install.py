@@ -250,7 +250,8 @@ def plan(caps, python_version=None, mode="lib", state=None):
                            state["cuda11_dir"]]))
     # 4. What the notebooks import.
     if mode in ("book", "colab"):
-        book = keep + ["numpy>=1.21"] + list(BOOK_PACKAGES.values())
+        book = keep + ["numpy>=1.21"] + [req for module, req in BOOK_PACKAGES.items()
+                                          if module != "gluoncv"]
         if pyver <= (3, 12):
             book.append(DALI)
         else:
