@@ -59,6 +59,8 @@ def test_rerun_into_used_out_dir_is_refused_and_fresh_moves_it_aside(tmp_path):
     assert os.path.isdir(result.checkpoint) and result.checkpoint.endswith("ckpt-000000004")
     log = read_log(out)
     assert len(log["start"]) == 1 and max(r["iteration"] for r in log["train"]) == 4
+    with pytest.raises(ValueError, match="contradict"):
+        _trainer(out, max_iters=4, resume=True, fresh=True)
     (old,) = _old_runs(out)     # the old run, whole, beside it
     assert _ckpts(old) == ["ckpt-000000005", "ckpt-000000010"]
     assert max(r["iteration"] for r in read_log(old)["train"]) == 10

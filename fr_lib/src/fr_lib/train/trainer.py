@@ -429,7 +429,8 @@ class TrainConfig:
         Start a new run even if ``out_dir`` holds one: its ``log.jsonl`` and
         ``checkpoints/`` are first moved to ``<out_dir>.old-<time>`` (nothing
         is deleted, nothing is mixed). Without it (and without ``resume``)
-        a used ``out_dir`` is refused with :class:`RunDirectoryError`.
+        a used ``out_dir`` is refused with :class:`RunDirectoryError`; with
+        ``resume`` it is a ValueError.
     log_every : int
     progress : bool
         Show a tqdm bar.
@@ -669,6 +670,10 @@ class FaceTrainer:
             _check_int(name, getattr(cfg, name), 0)
         _check_int("log_every", cfg.log_every, 1)
         _check_int("max_bad_steps", cfg.max_bad_steps, 1)
+        if cfg.fresh and cfg.resume:
+            raise ValueError(f"fresh=True (start a new run, moving the old one aside) "
+                             f"and resume={cfg.resume!r} (continue it) contradict each "
+                             "other: set one of them")
         self.callbacks = list(callbacks)
         self._hvd = None
         self._setup_kvstore()
