@@ -323,6 +323,23 @@ def test_checkpoint_with_non_finite_tensors_is_refused(tmp_path):
     assert _ckpts(tmp_path) == ["ckpt-000000004"]
 
 
+def test_resume_refuses_a_checkpoint_with_non_finite_values(tmp_path):
+    """Such a checkpoint (written by an older fr_lib) is not a good one."""
+    trainer = _trainer(tmp_path, max_iters=5, resume=False)
+    trainer.fit()                                               # ckpt-5
+    trainer.head.weight.data(trainer.contexts[0])[1, 2] = np.nan
+    trainer.iteration = 6                                       # as the old code did
+    trainer.checkpoints.save(6, {"backbone.params": trainer.net.save_parameters,
+                                 "head.params": trainer.head.save_parameters,
+                                 "trainer.states": trainer.trainer.save_states},
+                             trainer._state())
+    with pytest.raises(CheckpointError, match=r"ckpt-000000006: holds non-finite values "
+                                              r"\(.*weight.*older.*ckpt-000000005"):
+        _trainer(tmp_path, max_iters=8).fit()
+    resumed = _trainer(tmp_path, max_iters=8, resume="ckpt-000000005").fit()
+    assert resumed.iterations == 8 and resumed.bad_steps == 0
+
+
 # -- 4. labels out of range -----------------------------------------------------------
 
 def test_trainer_rejects_out_of_range_labels_naming_the_batch(tmp_path):

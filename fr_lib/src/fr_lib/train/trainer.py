@@ -1312,7 +1312,8 @@ class FaceTrainer:
         Raises
         ------
         CheckpointError
-            When it is missing or corrupt (the message names the file).
+            When it is missing or corrupt (the message names the file), or
+            holds a non-finite value.
         """
         ckpt = self.checkpoints.load(path)
         state = ckpt.state
@@ -1324,6 +1325,14 @@ class FaceTrainer:
             raise
         except Exception as err:  # an MXNet error on a file that passed the checksum
             raise CheckpointError(f"{ckpt.path}: cannot load ({err})") from err
+        bad = self._nonfinite_tensors()
+        if bad:  # written before fr_lib checked: training on from it cannot work
+            older = [os.path.basename(p) for it, p in self.checkpoints.list()
+                     if it < ckpt.iteration]
+            raise CheckpointError(
+                f"{ckpt.path}: holds non-finite values ({', '.join(bad[:4])}"
+                f"{' ...' if len(bad) > 4 else ''}); resume from an older checkpoint "
+                f"(resume=<name>): {older or 'none'}")
         self.data.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
