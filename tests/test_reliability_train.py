@@ -275,6 +275,33 @@ def test_nan_pixel_native_engine_running_statistics(tmp_path):
     assert trainer.train_step(Xb, yb) is not None
 
 
+@pytest.mark.parametrize("contexts,clip,expected", [
+    (["cpu(0)"], None, 1), (["cpu(0)", "cpu(1)"], None, 1),
+    (["cpu(0)", "cpu(1)"], 1e3, 2)])
+def test_guard_waits_for_the_device_once_per_step(tmp_path, monkeypatch, contexts, clip,
+                                                 expected):
+    """The loss, the gradient norm and the updated weights come back in one
+    transfer (two with clipping, which needs the norm before the update); the
+    guard used to read one loss per context plus the gradient norm."""
+    trainer = _trainer(tmp_path, max_iters=4, resume=False, contexts=contexts,
+                       clip_global_norm=clip)
+    X, y = trainer.data.next_batch()
+    trainer.train_step(X, y)
+    reads = []
+    real = mx.nd.NDArray.asnumpy
+
+    def counting(self):
+        reads.append(self.shape)
+        return real(self)
+
+    monkeypatch.setattr(mx.nd.NDArray, "asnumpy", counting)
+    X, y = trainer.data.next_batch()
+    assert trainer.train_step(X, y) is not None
+    monkeypatch.undo()
+    assert reads[0] == y.shape                          # the labels, on the host
+    assert len(reads) - 1 == expected, reads
+
+
 def _finite_checkpoint(path):
     ckpt = read_checkpoint(path)
     for name in ("backbone.params", "head.params"):
