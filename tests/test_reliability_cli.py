@@ -56,7 +56,7 @@ def _one_line_error(err, prog):
     return lines[0]
 
 
-# -- 1. checksums are verified before loading; the config comes from meta.json -------------
+# -- 1. checksums are verified before loading; the config comes from meta.json ---------
 def test_corrupt_best_params_are_refused_by_eval_and_export(run, tmp_path, capsys):
     run_dir, bin_path = run
     run_dir = _copy(run_dir, tmp_path)
@@ -122,7 +122,7 @@ def test_missing_run_is_one_line(tmp_path, capsys):
     assert "nowhere" in line
 
 
-# -- 4. outputs whole or not at all; an empty .bin is named ---------------------------------
+# -- 4. outputs whole or not at all; an empty .bin is named ----------------------------
 def test_export_to_an_unwritable_path_is_one_line(run, tmp_path, capsys):
     run_dir, _ = run
     blocker = tmp_path / "file"
@@ -209,11 +209,12 @@ def test_empty_bin_is_named(tmp_path, run, capsys):
     assert str(path) in _one_line_error(capsys.readouterr().err, "fr-eval")
 
 
-# -- 2. recipe values typed by the schema ----------------------------------------------------
+# -- 2. recipe values typed by the schema ----------------------------------------------
 def test_numbers_are_numbers_whatever_yaml_1_1_thinks(tmp_path):
     r = recipes.load_recipe("quick-synthetic", quick=False,
                             overrides=["train.lr=1e-3", "train.max_iters=1e2",
-                                       "train.batch_size='32'", "train.lr_steps=[1e2, 200]",
+                                       "train.batch_size='32'",
+                                       "train.lr_steps=[1e2, 200]",
                                        "train.progress=no"])
     t = r["train"]
     assert t["lr"] == 0.001 and type(t["lr"]) is float
@@ -276,7 +277,8 @@ def test_dry_run_checks_what_the_run_would(tmp_path, capsys, monkeypatch):
     assert recipes.train_main(["quick-synthetic", "--dry-run", "--set",
                                "synthetic=null"]) == 2
     line = _one_line_error(capsys.readouterr().err, "fr-train")
-    assert "train.data:" in line and "synthetic-quick" in line and "train.val_sets" in line
+    assert "train.data:" in line and "synthetic-quick" in line
+    assert "train.val_sets" in line
     # an out_dir that holds another run (the trainer refuses to mix them)
     used = tmp_path / "used"
     (used / "checkpoints" / "ckpt-000000010").mkdir(parents=True)
@@ -285,6 +287,9 @@ def test_dry_run_checks_what_the_run_would(tmp_path, capsys, monkeypatch):
         _one_line_error(capsys.readouterr().err, "fr-train")
     assert recipes.train_main(["quick-synthetic", "--dry-run", "--out", str(used),
                                "--set", "train.resume=true"]) == 0
+    # a worker of a distributed run may find rank 0's new run there already
+    assert recipes.train_main(["quick-synthetic", "--dry-run", "--out", str(used),
+                               "--set", "train.kvstore=dist_sync"]) == 0
     capsys.readouterr()
     # an out_dir that cannot be created
     blocker = tmp_path / "file"
@@ -294,7 +299,7 @@ def test_dry_run_checks_what_the_run_would(tmp_path, capsys, monkeypatch):
     assert "train.out_dir" in _one_line_error(capsys.readouterr().err, "fr-train")
 
 
-# -- 3. one line and rc=2; tracebacks only with --debug ---------------------------------------
+# -- 3. one line and rc=2; tracebacks only with --debug --------------------------------
 def test_debug_shows_the_traceback(capsys):
     with pytest.raises(ValueError, match="batch_size"):
         recipes.train_main(["quick-synthetic", "--dry-run", "--debug",
@@ -339,7 +344,7 @@ def test_tools_fail_with_one_line_as_processes(tmp_path):
             "/no/such/command" in line or "--num-workers must be >= 1" in line
 
 
-# -- 5. the launcher stops its whole cluster and notices a stopped worker --------------------
+# -- 5. the launcher stops its whole cluster and notices a stopped worker --------------
 def _children(pid):
     """All descendants of ``pid`` (from /proc)."""
     parents = {}
@@ -397,15 +402,16 @@ def test_a_signal_stops_the_whole_cluster(sig):
             "time.sleep(300)\n")
     proc, lines = _start_launcher(code)
     try:
-        assert _wait_for(lambda: sum(l.startswith("ready") for l in lines) == 2, 120), \
+        assert _wait_for(lambda: sum(l.startswith("ready") for l in lines) == 2, 300), \
             (lines, proc.poll())
         pids = _children(proc.pid)
         assert len(pids) >= 4            # scheduler, server, 2 workers
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 128 + sig
+        # (generous limits: a loaded 2-core CI machine is slow, not wrong)
+        assert proc.wait(timeout=60) == 128 + sig, proc.stderr.read()
         assert f"{signal.Signals(sig).name} received" in proc.stderr.read()
-        assert _wait_for(lambda: not any(_alive(p) for p in pids), 10), \
-            [p for p in pids if _alive(p)]
+        assert _wait_for(lambda: not any(_alive(p) for p in pids), 30), \
+            [(p, _alive(p)) for p in pids]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -417,9 +423,9 @@ def test_a_stopped_worker_is_detected():
             "for i in range(3000):\n"
             "    print('tick', flush=True)\n"
             "    time.sleep(0.1)\n")
-    proc, lines = _start_launcher(code, "--heartbeat-timeout", "3")
+    proc, lines = _start_launcher(code, "--heartbeat-timeout", "5")
     try:
-        assert _wait_for(lambda: len(lines) >= 4, 60), lines
+        assert _wait_for(lambda: len(lines) >= 4, 300), lines
         pids = _children(proc.pid)
         workers = []
         for p in pids:
@@ -431,12 +437,12 @@ def test_a_stopped_worker_is_detected():
                 pass
         assert len(workers) == 2, workers
         os.kill(workers[1], signal.SIGSTOP)
-        assert proc.wait(timeout=60) == 2
+        assert proc.wait(timeout=120) == 2
         err = proc.stderr.read()
         line = _one_line_error(err, "python -m fr_lib.train.launch")
         assert f"(pid {workers[1]}) made no progress" in line, line
         assert "it is stopped (SIGSTOP?)" in line, line
-        assert _wait_for(lambda: not any(_alive(p) for p in pids), 10)
+        assert _wait_for(lambda: not any(_alive(p) for p in pids), 30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -446,13 +452,13 @@ def test_the_heartbeat_file_counts_as_progress(tmp_path):
     from fr_lib.train import launch
     # silent workers that touch FR_HEARTBEAT_FILE are not stopped
     code = ("import os, time\n"
-            "for i in range(25):\n"
+            "for i in range(40):\n"
             "    open(os.environ['FR_HEARTBEAT_FILE'], 'a').close()\n"
             "    os.utime(os.environ['FR_HEARTBEAT_FILE'])\n"
             "    time.sleep(0.1)\n")
     assert launch.launch_local([sys.executable, "-c", code], num_workers=1,
-                               heartbeat_timeout=1.5, timeout=60, grace=1) == [0]
+                               heartbeat_timeout=3, timeout=60, grace=1) == [0]
     # ... and silent ones that do not are
     with pytest.raises(launch.LaunchError, match="worker 0 .*made no progress"):
         launch.launch_local([sys.executable, "-c", "import time; time.sleep(30)"],
-                            num_workers=1, heartbeat_timeout=1.5, timeout=60, grace=1)
+                            num_workers=1, heartbeat_timeout=3, timeout=60, grace=1)

@@ -29,7 +29,7 @@ __all__ = ["load_run", "find_checkpoint", "run_main", "add_debug_flag", "one_lin
            "eval_main", "export_main"]
 
 
-# -- one-line errors for every command-line tool ------------------------------------------
+# -- one-line errors for every command-line tool ---------------------------------------
 def _expected_errors():
     """Exception types that mean "the input or the environment is wrong" (not a bug)."""
     types = [OSError, ValueError, ImportError]

@@ -164,7 +164,8 @@ def _synthetic_schema():
         if name in ("out_dir", "progress") or p.default is inspect.Parameter.empty:
             continue
         d = p.default
-        kind = type(d) if type(d) in _NAMES else (int if name.startswith("num_") else None)
+        kind = type(d) if type(d) in _NAMES else \
+            (int if name.startswith("num_") else None)
         schema[name] = (kind, d is None)
     return schema
 
@@ -370,7 +371,8 @@ def _resolve_resume(train):
     """``resume`` given as a checkpoint name (``ckpt-000000070``, as error messages
     print it) means that checkpoint of the run's own ``out_dir``."""
     resume = train.get("resume")
-    if isinstance(resume, str) and resume and not os.path.isdir(os.path.expanduser(resume)):
+    if isinstance(resume, str) and resume and \
+            not os.path.isdir(os.path.expanduser(resume)):
         out_dir = train.get("out_dir") or _train_defaults()["out_dir"]
         inside = os.path.join(os.path.expanduser(out_dir), "checkpoints",
                               os.path.basename(resume))
@@ -388,7 +390,8 @@ def _check_kwargs(option, factory, kwargs):
     params = sig.parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    names = [p.name for p in params
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     bad = [k for k in kwargs if k not in names]
     if bad:
         return _unknown(option, str(bad[0]), names, "keyword argument")
@@ -469,6 +472,7 @@ def check_recipe(recipe):
         errors.append(f"train.engine: expected 'auto', 'native' or 'mxnet', got "
                       f"{cfg['engine']!r}")
     kv = cfg["kvstore"]
+    distributed = str(kv).startswith("dist") or kv == "horovod"
     if kv not in (None, "none", "device", "local", "dist_sync", "dist_device_sync",
                   "dist_async", "horovod"):
         errors.append(f"train.kvstore: unknown kvstore {kv!r}; choose from 'device', "
@@ -530,7 +534,8 @@ def check_recipe(recipe):
     if isinstance(cfg["resume"], str) and cfg["resume"] and \
             _resolve_resume(cfg) is None:
         errors.append(f"train.resume: {cfg['resume']}: no such checkpoint folder, "
-                      f"neither as a path nor in {os.path.join(cfg['out_dir'], 'checkpoints')}")
+                      "neither as a path nor in "
+                      f"{os.path.join(cfg['out_dir'], 'checkpoints')}")
     out = os.path.abspath(os.path.expanduser(str(cfg["out_dir"])))
     parent = out
     while not os.path.exists(parent) and os.path.dirname(parent) != parent:
@@ -540,7 +545,9 @@ def check_recipe(recipe):
                       "run folder")
     elif not os.access(parent, os.W_OK | os.X_OK):
         errors.append(f"train.out_dir: {parent} is not writable")
-    elif not (cfg.get("fresh") or cfg["resume"]) and _holds_run(out):
+    elif not (cfg.get("fresh") or cfg["resume"] or distributed) and _holds_run(out):
+        # (distributed: every worker runs this check, but only rank 0 claims
+        # out_dir, and the others must not see its new run as an old one)
         errors.append(f"train.out_dir: {out} already holds a training run; continue "
                       "it with --set train.resume=true, start over with --fresh (the "
                       "old run is moved aside), or choose another --out")
