@@ -297,3 +297,19 @@ def test_version_parsing():
     assert _compat._version_tuple("1.26.4") == (1, 26, 4)
     assert _compat._version_tuple("2.0.0rc1") == (2, 0, 0)
     assert _compat._version_tuple("1.24.dev0") == (1, 24, 0)
+
+
+def test_check_reports_a_missing_pth(tmp_path, monkeypatch):
+    # fr_install --check looks in every site directory, not only purelib
+    # (pip install --user puts the file in the user site).
+    monkeypatch.setattr(fr_numpy_compat, "site_dirs", lambda: [str(tmp_path)])
+    assert fr_numpy_compat.find_pth() is None
+    import fr_install
+    gaps = fr_install.missing("lib", caps=[], probe=False)
+    assert any(fr_numpy_compat.PTH_NAME in g for g in gaps), gaps
+    path = fr_numpy_compat.write_pth(str(tmp_path))
+    assert path == str(tmp_path / fr_numpy_compat.PTH_NAME)
+    assert fr_numpy_compat.find_pth() == path
+    assert fr_numpy_compat.write_pth() is None  # already there: left alone
+    assert not any(fr_numpy_compat.PTH_NAME in g
+                   for g in fr_install.missing("lib", caps=[], probe=False))

@@ -321,11 +321,9 @@ def missing(mode="lib", caps=None, python_version=None, probe=True):
                  for so in CUDA11_SONAMES if so not in found]
     if _has_module("fr_numpy_compat"):
         import fr_numpy_compat
-        import sysconfig
-        pth = os.path.join(sysconfig.get_paths()["purelib"],
-                           fr_numpy_compat.PTH_NAME)
-        if not os.path.exists(pth):
-            gaps.append(f"{pth} (restores NumPy names for mxnet)")
+        if fr_numpy_compat.find_pth() is None:
+            gaps.append(f"{fr_numpy_compat.PTH_NAME} in site-packages "
+                        "(restores NumPy names for mxnet)")
     if probe and not gaps:
         result = subprocess.run([sys.executable, "-c", "import mxnet"],
                                 capture_output=True, text=True)

@@ -30,7 +30,8 @@ import os
 import sys
 
 __all__ = ["ALIASES", "install", "patch", "patched", "pth_line",
-           "write_pth", "PTH_NAME", "cuda11_dir", "preload_cuda11"]
+           "write_pth", "find_pth", "site_dirs", "PTH_NAME", "cuda11_dir",
+           "preload_cuda11"]
 
 PTH_NAME = "fr_numpy_compat.pth"
 
@@ -382,6 +383,33 @@ def pth_line():
             "except ImportError:\\n pass')\n")
 
 
+def site_dirs():
+    """The directories whose ``.pth`` files this interpreter runs at start."""
+    import site
+    import sysconfig
+    dirs = [sysconfig.get_paths()["purelib"]]
+    try:
+        dirs += site.getsitepackages()
+    except AttributeError:  # old virtualenv's site.py
+        pass
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    seen = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def find_pth():
+    """Path of the installed ``fr_numpy_compat.pth``, or None."""
+    for directory in site_dirs():
+        path = os.path.join(directory, PTH_NAME)
+        if os.path.exists(path):
+            return path
+    return None
+
+
 def write_pth(directory=None):
     """Write ``fr_numpy_compat.pth`` into ``directory`` (default: this
     interpreter's site-packages) if it is missing or different.
@@ -390,6 +418,8 @@ def write_pth(directory=None):
     directory is not writable.
     """
     if directory is None:
+        if find_pth() is not None:  # e.g. a `pip install --user` put it there
+            return None
         import sysconfig
         directory = sysconfig.get_paths()["purelib"]
     path = os.path.join(directory, PTH_NAME)
