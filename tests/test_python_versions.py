@@ -1,11 +1,15 @@
-"""fr_lib installs and imports on Python 3.10 and 3.12, for real.
+"""fr_lib installs and runs on Python 3.10-3.13 and NumPy 1.x and 2.x, for real.
 
 For each interpreter we build a fresh venv and go through what a user meets:
-fr_lib without MXNet (clear error), with MXNet 1.9.1 (works and computes), and
-with NumPy 2 (clear error). Python 3.11 is the main environment of every other
-test. Needs the package registry (pip); the pip cache makes reruns quick.
+fr_lib without MXNet (clear error), with MXNet 1.9.1 on the NumPy pip picked
+(NumPy 2) and on NumPy 1.26, `import mxnet` without fr_lib, and `pip install
+-e fr_lib` into an environment that already has NumPy 2 (it must keep it).
+We also resolve requirements.txt with each Python's constraints file. Python
+3.11 is the main environment of every other test. Needs the package registry
+(pip); the pip cache makes reruns quick.
 """
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +24,13 @@ CHECK = ("import fr_lib, mxnet as mx, numpy as np; "
          "y = fr_lib.metrics.cosine_similarity(x, x).asnumpy(); "
          "assert abs(y[0, 1] - 11 / (5 ** 0.5 * 5)) < 1e-6, y; "
          "print('OK', fr_lib.__version__, mx.__version__, np.__version__)")
+# no fr_lib: what a kvstore server process or a user's script does
+MXNET_ALONE = ("import mxnet as mx, numpy as np; "
+               "a = mx.nd.array(np.arange(6.).reshape(2, 3)); "
+               "print('OK', (a * 2).sum().asscalar(), mx.np.PZERO, np.__version__)")
+
+CONSTRAINTS = {"3.10": "constraints-py310.txt", "3.11": "constraints.txt",
+               "3.12": "constraints-py312.txt"}
 
 
 def find_python(version):
@@ -36,23 +47,59 @@ def find_python(version):
     return None
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("version", ["3.10", "3.12"])
-def test_fresh_venv(version, tmp_path):
+def need_python(version):
     exe = find_python(version)
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail(f"python{version} is not installed on this CI machine")
         pytest.skip(f"python{version} not installed")
+    return exe
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
+
+
+def clean_env():
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for key in ("PYTHONPATH", "FR_NUMPY_COMPAT", "VIRTUAL_ENV"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", sorted(CONSTRAINTS))
+def test_pins_resolve(version, tmp_path):
+    """requirements.txt + this Python's constraints resolve to wheels only."""
+    exe = need_python(version)
+    report = tmp_path / "report.json"
+    result = run([exe, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                  "-q", "--only-binary=:all:", "--report", str(report),
+                  "-r", "requirements.txt", "-c", CONSTRAINTS[version]],
+                 cwd=ROOT, env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+             for item in json.loads(report.read_text())["install"]}
+    assert found["onnxruntime"] and found["jupyter-book"].startswith("1.")
+    if version == "3.12":
+        assert found["numpy"].startswith("2.")
+        assert "mxnet" not in found and "d2l" not in found  # requirements-nodeps.txt
+        nodeps = run([exe, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                      "-q", "--only-binary=:all:", "--no-deps",
+                      "-r", "requirements-nodeps.txt"], cwd=ROOT, env=clean_env())
+        assert nodeps.returncode == 0, nodeps.stderr[-3000:]
+    else:
+        assert found["numpy"] == "1.23.5" and found["mxnet"] == "1.9.1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_fresh_venv(version, tmp_path):
+    exe = need_python(version)
     venv = tmp_path / "venv"
     assert run([exe, "-m", "venv", str(venv)]).returncode == 0
     py = str(venv / "bin" / "python")
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    env.pop("PYTHONPATH", None)
+    env = clean_env()
     cwd = str(tmp_path)  # not the repository, so nothing is imported from it
 
     def pip(*args):
@@ -62,26 +109,66 @@ def test_fresh_venv(version, tmp_path):
     def python(code):
         return run([py, "-c", code], env=env, cwd=cwd)
 
-    # 1. fr_lib alone: importing it names the missing package and the command.
+    def numpy_version():
+        return python("import numpy; print(numpy.__version__)").stdout.strip()
+
+    # 1. An environment that already has NumPy 2: `pip install -e fr_lib`
+    #    keeps it, and importing fr_lib without MXNet says what to run.
+    pip("numpy>=2")
+    before = numpy_version()
     pip("-e", os.path.join(ROOT, "fr_lib"))
+    assert numpy_version() == before
+    site = python("import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    assert os.path.exists(os.path.join(site.stdout.strip(), "fr_numpy_compat.pth"))
     result = python("import fr_lib")
     assert result.returncode != 0
     assert "fr_lib needs MXNet 1.9.1, which is not installed" in result.stderr
-    assert "pip install mxnet==1.9.1" in result.stderr
+    assert "fr_install" in result.stderr
 
-    # 2. With MXNet and the NumPy pin for this Python (3.12: no distutils in the
-    #    standard library -- setuptools provides it; NumPy 1.26 needs np.bool).
-    numpy = "numpy==1.23.5" if version == "3.10" else "numpy==1.26.4"
-    pip("mxnet==1.9.1", numpy, "setuptools")
-    result = python(CHECK)
+    # 2. MXNet without its stale numpy<2 pin: works on NumPy 2, with and
+    #    without fr_lib (setuptools provides distutils on 3.12+).
+    pip("--no-deps", "mxnet==1.9.1")
+    pip("requests>=2.20,<3", "graphviz>=0.8.1,<0.9", "setuptools")
+    assert numpy_version() == before
+    for code in (MXNET_ALONE, CHECK):
+        result = python(code)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.startswith("OK"), result.stdout
+        assert result.stdout.split()[-1] == before
+
+    # 3. And on NumPy 1.x (1.26.4 has wheels for 3.10-3.12).
+    if version != "3.13":
+        pip("numpy==1.26.4")
+        for code in (MXNET_ALONE, CHECK):
+            result = python(code)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert result.stdout.split()[-1] == "1.26.4"
+
+
+@pytest.mark.slow
+def test_wheel_install_has_the_pth(tmp_path):
+    """A regular (non-editable) install puts fr_numpy_compat.pth in site-packages."""
+    venv = tmp_path / "venv"
+    assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
+    py = str(venv / "bin" / "python")
+    wheels = tmp_path / "wheels"
+    result = run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+                  os.path.join(ROOT, "fr_lib")], env=clean_env(), cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("OK 0."), result.stdout
-
-    # 3. NumPy 2 (what a plain `pip install -U numpy` does): a clear error.
-    pip("numpy==2.2.6")
-    result = python("import fr_lib")
-    assert result.returncode != 0
-    assert "NumPy 2.2.6" in result.stderr
-    assert f"pip install {numpy}" in result.stderr
-    assert "Traceback" in result.stderr  # an ImportError, not a crash
-    assert "Segmentation" not in result.stderr
+    shutil.rmtree(os.path.join(ROOT, "fr_lib", "build"), ignore_errors=True)
+    (wheel,) = glob.glob(str(wheels / "fr_lib-*.whl"))
+    result = run([py, "-m", "pip", "install", "-q", "--no-deps", wheel],
+                 env=clean_env(), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    site = run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+               ).stdout.strip()
+    pth = os.path.join(site, "fr_numpy_compat.pth")
+    assert os.path.exists(pth)
+    assert os.path.exists(os.path.join(site, "fr_numpy_compat.py"))
+    # the hook runs at start-up without importing NumPy (not installed here)
+    result = run([py, "-c", "import sys; print('fr_numpy_compat' in sys.modules)"],
+                 env=clean_env(), cwd=str(tmp_path))
+    assert result.stdout.strip() == "True", result.stderr
+    # uninstalling removes both
+    result = run([py, "-m", "pip", "uninstall", "-q", "-y", "fr_lib"], env=clean_env())
+    assert result.returncode == 0 and not os.path.exists(pth)
