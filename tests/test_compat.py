@@ -313,3 +313,26 @@ def test_check_reports_a_missing_pth(tmp_path, monkeypatch):
     assert fr_numpy_compat.write_pth() is None  # already there: left alone
     assert not any(fr_numpy_compat.PTH_NAME in g
                    for g in fr_install.missing("lib", caps=[], probe=False))
+
+
+def test_recordio_pack_without_tostring_matches_mxnet():
+    # NumPy 2.3 removed ndarray.tostring, which mxnet.recordio.pack/pack_img
+    # call; the replacements must write the same bytes as MXNet's own.
+    import mxnet as mx
+    cv2 = pytest.importorskip("cv2")
+    fixed = types.ModuleType("mxnet.recordio")
+    fixed.__dict__.update(mx.recordio.__dict__)
+    if not hasattr(np.ndarray, "tostring"):  # NumPy >= 2.3: already replaced
+        assert mx.recordio.pack.__code__.co_filename == fr_numpy_compat.__file__
+        pytest.skip("MXNet's own pack cannot run on this NumPy to compare with")
+    assert fr_numpy_compat.patch_mxnet_recordio(fixed, force=True)
+    assert fixed.pack is not mx.recordio.pack
+    for label in (3.0, [1.0, 2.5, -4.0], np.arange(5, dtype=np.float64)):
+        header = mx.recordio.IRHeader(0, label, 17, 0)
+        assert fixed.pack(header, b"payload") == mx.recordio.pack(header, b"payload")
+    img = np.random.RandomState(0).randint(0, 255, (12, 10, 3)).astype(np.uint8)
+    header = mx.recordio.IRHeader(0, [4.0, 1.0], 3, 0)
+    for fmt, quality in ((".jpg", 90), (".png", 3)):
+        assert (fixed.pack_img(header, img, quality, fmt)
+                == mx.recordio.pack_img(header, img, quality, fmt))
+    assert cv2 is not None

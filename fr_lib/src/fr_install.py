@@ -260,7 +260,8 @@ def plan(caps, python_version=None, mode="lib", state=None):
         if not has("matplotlib"):
             book.append("matplotlib")
         if not has("cv2"):
-            book.append("opencv-python")
+            # OpenCV 5 moved the Haar cascades fr_lib's face detector uses
+            book.append("opencv-python>=4.5,<5")
         if mode == "book":
             book += list(JUPYTER_PACKAGES.values())
         steps.append(Step("book packages", pip + book))

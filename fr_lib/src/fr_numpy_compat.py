@@ -317,8 +317,52 @@ def preload_cuda11(directory=None):
     return loaded, [(p, errors[p]) for p in pending]
 
 
+def patch_mxnet_recordio(module, force=False):
+    """``mxnet.recordio.pack``/``pack_img`` call ``ndarray.tostring()``, which
+    NumPy 2.3 removed; use ``tobytes()`` (the same bytes) where it is gone."""
+    np = sys.modules.get("numpy")
+    if np is None or (hasattr(np.ndarray, "tostring") and not force):
+        return False
+    import numbers
+    import struct
+    mod = module
+
+    def pack(header, s):
+        header = mod.IRHeader(*header)
+        if isinstance(header.label, numbers.Number):
+            header = header._replace(flag=0)
+        else:
+            label = np.asarray(header.label, dtype=np.float32)
+            header = header._replace(flag=label.size, label=0)
+            s = label.tobytes() + s
+        return struct.pack(mod._IR_FORMAT, *header) + s
+
+    def pack_img(header, img, quality=95, img_fmt=".jpg"):
+        cv2 = mod.cv2
+        assert cv2 is not None
+        encode_params = None
+        if img_fmt.upper() in (".JPG", ".JPEG"):
+            encode_params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+        elif img_fmt.upper() in (".PNG",):
+            encode_params = [cv2.IMWRITE_PNG_COMPRESSION, quality]
+        ret, buf = cv2.imencode(img_fmt, img, encode_params)
+        assert ret, "failed to encode image"
+        return pack(header, buf.tobytes())
+
+    for fixed in (pack, pack_img):
+        original = getattr(module, fixed.__name__, None)
+        fixed.__doc__ = getattr(original, "__doc__", None)
+        fixed.__module__ = module.__name__
+        setattr(module, fixed.__name__, fixed)
+    return True
+
+
+# module -> what to do right after it has been executed
+_AFTER_EXEC = {"numpy": patch, "mxnet.recordio": patch_mxnet_recordio}
+
+
 class _NumpyLoader:
-    """Runs NumPy's own loader, then :func:`patch`."""
+    """Runs the module's own loader, then its entry of ``_AFTER_EXEC``."""
 
     def __init__(self, loader):
         self._loader = loader
@@ -328,15 +372,16 @@ class _NumpyLoader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        patch(module)
+        _AFTER_EXEC[module.__name__](module)
 
     def __getattr__(self, name):  # get_resource_reader, is_package, ...
         return getattr(self._loader, name)
 
 
 class _NumpyFinder:
-    """A ``sys.meta_path`` entry that acts only for top-level ``numpy`` (wraps
-    its loader) and ``mxnet`` (loads the CUDA 11 libraries first, if any)."""
+    """A ``sys.meta_path`` entry that acts only for ``numpy`` and
+    ``mxnet.recordio`` (wraps their loaders to patch them right after they
+    ran) and ``mxnet`` (loads the CUDA 11 libraries first, if any)."""
 
     _busy = False
     _cuda_done = False
@@ -351,12 +396,16 @@ class _NumpyFinder:
             except Exception:  # noqa: BLE001 -- import mxnet reports what is missing
                 pass
             return None
-        if fullname != "numpy" or cls._busy:
+        if fullname not in _AFTER_EXEC or cls._busy:
             return None
+        import importlib.machinery
         import importlib.util
         cls._busy = True
         try:
-            spec = importlib.util.find_spec(fullname)
+            if path is None:
+                spec = importlib.util.find_spec(fullname)
+            else:  # a submodule: search its package's path, as Python would
+                spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         finally:
             cls._busy = False
         if spec is None or spec.loader is None:
