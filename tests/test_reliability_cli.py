@@ -364,12 +364,21 @@ def _children(pid):
     return found
 
 
-def _alive(pid):
+def _stat(pid):
+    """(state, start time) of a process, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid, started=None):
+    """Running (not a zombie) and, given ``started``, the same process (no
+    reused pid)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z" and started in (None, stat[1])
 
 
 def _start_launcher(worker_code, *options):
@@ -404,14 +413,14 @@ def test_a_signal_stops_the_whole_cluster(sig):
     try:
         assert _wait_for(lambda: sum(l.startswith("ready") for l in lines) == 2, 300), \
             (lines, proc.poll())
-        pids = _children(proc.pid)
+        pids = {p: (_stat(p) or ("", ""))[1] for p in _children(proc.pid)}
         assert len(pids) >= 4            # scheduler, server, 2 workers
         proc.send_signal(sig)
         # (generous limits: a loaded 2-core CI machine is slow, not wrong)
         assert proc.wait(timeout=60) == 128 + sig, proc.stderr.read()
         assert f"{signal.Signals(sig).name} received" in proc.stderr.read()
-        assert _wait_for(lambda: not any(_alive(p) for p in pids), 30), \
-            [(p, _alive(p)) for p in pids]
+        assert _wait_for(lambda: not any(_alive(p, t) for p, t in pids.items()), 30), \
+            [(p, _stat(p)) for p in pids]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -426,7 +435,7 @@ def test_a_stopped_worker_is_detected():
     proc, lines = _start_launcher(code, "--heartbeat-timeout", "5")
     try:
         assert _wait_for(lambda: len(lines) >= 4, 300), lines
-        pids = _children(proc.pid)
+        pids = {p: (_stat(p) or ("", ""))[1] for p in _children(proc.pid)}
         workers = []
         for p in pids:
             try:
@@ -442,7 +451,7 @@ def test_a_stopped_worker_is_detected():
         line = _one_line_error(err, "python -m fr_lib.train.launch")
         assert f"(pid {workers[1]}) made no progress" in line, line
         assert "it is stopped (SIGSTOP?)" in line, line
-        assert _wait_for(lambda: not any(_alive(p) for p in pids), 30)
+        assert _wait_for(lambda: not any(_alive(p, t) for p, t in pids.items()), 30)
     finally:
         if proc.poll() is None:
             proc.kill()
