@@ -241,6 +241,7 @@ def test_numbers_are_numbers_whatever_yaml_1_1_thinks(tmp_path):
      "synthetic.num_identitiez: unknown argument of write_dataset; did you mean "
      "'num_identities'"),
     ("train.learning_rate=0.1", "train.learning_rate: unknown training option"),
+    ("synthetic={seed:1}", "write 'seed: 1' (YAML needs a space after the colon)"),
     ("train=5", "train: expected a mapping of training options"),
     ("synthetic=7", "synthetic: expected a mapping"),
     ("train.lr.x=1", "train.lr is not a section"),
@@ -326,6 +327,12 @@ def test_bad_arguments_are_one_line(main, argv, prog, capsys):
         main(argv)
     assert info.value.code == 2
     assert "--help" in _one_line_error(capsys.readouterr().err, prog)
+
+
+def test_a_closed_pipe_is_not_an_error():
+    out = subprocess.run(f"{sys.executable} -m fr_lib.recipes --list | head -c 1",
+                         shell=True, capture_output=True, text=True, timeout=120)
+    assert out.stderr == "", out.stderr
 
 
 def test_tools_fail_with_one_line_as_processes(tmp_path):

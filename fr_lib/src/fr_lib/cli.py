@@ -101,6 +101,13 @@ def run_main(prog):
                     raise
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
+            except BrokenPipeError:  # `fr-train --list | head`: the reader left
+                try:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())  # no error at exit's flush
+                except (OSError, ValueError, AttributeError):
+                    pass
+                return 141  # as a process killed by SIGPIPE
             except Exception as err:  # noqa: BLE001 - the point of this wrapper
                 if debug:
                     raise

@@ -171,6 +171,11 @@ def _synthetic_schema():
 
 
 def _unknown(section, key, valid, what):
+    if ":" in key and key.split(":", 1)[0].strip() in valid:
+        # YAML reads {a:1} as the key 'a:1' (a mapping needs ': ' with a space)
+        return (f"{section}.{key}: unknown {what}; write "
+                f"'{key.split(':', 1)[0].strip()}: {key.split(':', 1)[1].strip()}' "
+                "(YAML needs a space after the colon)")
     close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
         f"; valid: {', '.join(sorted(valid))}"
