@@ -489,11 +489,16 @@ def check_recipe(recipe):
         if not ctx_re.fullmatch(c):
             errors.append(f"train.contexts: bad context {c!r}; use 'cpu(0)' or 'gpu(1)'")
     if not contexts and kv != "horovod" and cfg["num_cpus"] >= 1:
+        import logging
         from ..utils.device import get_devices
+        log = logging.getLogger("fr_lib")
+        was, log.disabled = log.disabled, True  # the run itself reports the devices
         try:
             contexts = [str(c) for c in get_devices(cfg["num_gpus"], cfg["num_cpus"])]
         except ValueError as err:
             errors.append(f"train.num_gpus: {err}")
+        finally:
+            log.disabled = was
     if kv in (None, "none") and len(contexts) > 1:
         errors.append(f"train.kvstore: null works with one context only (contexts: "
                       f"{contexts})")
