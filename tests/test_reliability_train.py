@@ -525,6 +525,32 @@ def test_disk_full_on_a_real_tmpfs(small_tmpfs):
     assert _trainer(out, max_iters=10).fit().iterations == 10
 
 
+def test_resume_in_the_same_process_keeps_each_momentum_with_its_weight(tmp_path):
+    """gluon.Trainer numbers parameters by their sorted global names: with
+    layers named dense9/dense10 the second layer sorts first, with
+    dense11/dense12 it does not, so a checkpoint's momentum went to the wrong
+    weights (an MXNetError on the shapes, or a silent mix-up)."""
+    def mlp(first, second):
+        net = gluon.nn.HybridSequential(prefix="mlp_")
+        net.add(gluon.nn.Dense(32, activation="relu", prefix=f"dense{first}_"),
+                gluon.nn.Dense(8, prefix=f"dense{second}_"))
+        return net
+
+    X, y = train_helper.make_data()
+
+    def trainer(net, **kw):
+        cfg = train_helper.config(str(tmp_path), 8, **kw)
+        return FaceTrainer(cfg, ArrayBatches(X, y, 24, seed=3), backbone=net)
+
+    a = trainer(mlp(9, 10), resume=False)
+    a.fit(max_iters=5)
+    a.fit()                                                     # 8, uninterrupted
+    b = trainer(mlp(11, 12), resume="ckpt-000000005")
+    assert b.fit().iterations == 8
+    for pa, pb in zip(a.params.values(), b.params.values()):
+        assert_array_equal(pa.data().asnumpy(), pb.data().asnumpy(), err_msg=pa.name)
+
+
 # -- 6. SIGKILL and resume on two contexts ----------------------------------------------
 
 def test_sigkill_then_resume_two_contexts_matches_uninterrupted_run(tmp_path, monkeypatch):

@@ -1253,7 +1253,8 @@ class FaceTrainer:
                  "consecutive_bad": self._consecutive_bad,
                  "best_metric": self.best_metric, "best_iteration": self.best_iteration,
                  "config": self.config.to_dict(), "mxnet": mx.__version__,
-                 "num_contexts": len(self.contexts)}
+                 "num_contexts": len(self.contexts),
+                 "optimizer_params": self._optimizer_keys()}
         scaler = getattr(self.trainer, "_amp_loss_scaler", None)
         if scaler is not None:
             state["amp_loss_scale"] = float(scaler.loss_scale)
@@ -1298,6 +1299,44 @@ class FaceTrainer:
                    "path": os.path.basename(path)})
         return path
 
+    def _optimizer_keys(self):
+        """Structural name (``backbone.<path>``, ``head.<path>``) of each
+        parameter, in the optimizer's index order.
+
+        gluon.Trainer numbers the parameters by their *sorted global names*
+        (``dense9_weight`` sorts after ``dense10_weight``), which depend on
+        how many blocks the process made before; the structural names do not.
+        """
+        names = {}
+        for prefix, block in (("backbone.", self.net), ("head.", self.head)):
+            for key, p in block._collect_params_with_prefix().items():
+                names.setdefault(id(p), prefix + key)
+        return [names.get(id(p), p.name) for p in self.trainer._params]
+
+    def _reorder_optimizer_states(self, saved, path):
+        """Renumber loaded optimizer states from the checkpoint's parameter
+        order ``saved`` (see :meth:`_optimizer_keys`) to this trainer's."""
+        if not saved:
+            return  # an older checkpoint: same process layout assumed
+        current = self._optimizer_keys()
+        if saved == current:
+            return
+        if sorted(saved) != sorted(current):
+            missing = sorted(set(saved) ^ set(current))[:6]
+            raise CheckpointError(f"{path}: the optimizer state belongs to other "
+                                  f"parameters (differing: {missing})")
+        where = {name: i for i, name in enumerate(current)}
+        move = {i: where[name] for i, name in enumerate(saved)}
+        for updater in getattr(self.trainer, "_updaters", None) or []:
+            updater.states = {move[k]: v for k, v in updater.states.items()}
+            updater.states_synced = {move[k]: v for k, v in
+                                     updater.states_synced.items()}
+        opt = self.trainer._optimizer
+        for counts in opt._all_index_update_counts.values():
+            moved = {move.get(k, k): v for k, v in counts.items()}
+            counts.clear()
+            counts.update(moved)
+
     def load_checkpoint(self, path=None):
         """Restore the state of a checkpoint (default: the newest).
 
@@ -1321,6 +1360,7 @@ class FaceTrainer:
             self.net.load_parameters(ckpt.file("backbone.params"), ctx=self.contexts)
             self.head.load_parameters(ckpt.file("head.params"), ctx=self.contexts)
             self.trainer.load_states(ckpt.file("trainer.states"))
+            self._reorder_optimizer_states(state.get("optimizer_params"), ckpt.path)
         except CheckpointError:
             raise
         except Exception as err:  # an MXNet error on a file that passed the checksum
