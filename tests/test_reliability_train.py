@@ -25,7 +25,7 @@ from fr_lib.train import (ArrayBatches, CheckpointError, FaceTrainer, NonFiniteE
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train_helper  # noqa: E402
-from test_trainer import _Poisoned, _params, _run_helper, _trainer  # noqa: E402
+from test_trainer import _Poisoned, _run_helper, _trainer  # noqa: E402
 
 
 def _ckpts(out):
@@ -420,7 +420,8 @@ def test_losses_reject_out_of_range_labels_on_every_path(native):
                           text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    expected = [f"{name} {hybrid} {bad} ERROR True" for name in ("arcface", "curricularface")
+    expected = [f"{name} {hybrid} {bad} ERROR True"
+                for name in ("arcface", "curricularface")
                 for hybrid in (False, True) for bad in (10, 12, -1)]
     assert lines == expected + [f"native {native == '1'}"], proc.stdout
 

@@ -154,7 +154,8 @@ def _replace_target(F, cos, label, target):
     num_classes = F.slice_axis(F.shape_array(cos), axis=0, begin=1, end=2)
     rows = F.cast(F.contrib.arange_like(label), dtype="int64")
     # clipped like pick(): never an index outside the matrix, whatever the labels
-    inside = F.broadcast_minimum(F.maximum(F.cast(label, dtype="int64"), 0), num_classes - 1)
+    inside = F.broadcast_minimum(F.maximum(F.cast(label, dtype="int64"), 0),
+                                 num_classes - 1)
     flat = F.broadcast_add(F.broadcast_mul(rows, num_classes), inside)
     replaced = F.contrib.index_copy(cos.reshape((-1, 1)), flat, target.reshape((-1, 1)))
     return F.reshape_like(replaced, cos)

@@ -407,7 +407,8 @@ class CheckpointManager:
     >>> net.load_parameters(ckpt.file('net.params'))
     """
 
-    def __init__(self, directory, prefix="ckpt", keep_last=3, clean=True, readonly=False):
+    def __init__(self, directory, prefix="ckpt", keep_last=3, clean=True,
+                 readonly=False):
         if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):
             raise ValueError(f"prefix must be letters, digits or '_', got {prefix!r}")
         if keep_last is not None and (int(keep_last) != keep_last or keep_last < 1):
