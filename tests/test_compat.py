@@ -275,6 +275,16 @@ def test_cuda11_preload_loads_in_dependency_order(tmp_path):
     result = run_python(code, env={"FR_NUMPY_COMPAT": "0"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "84"]
+    # `import mxnet` alone (no fr_lib): the .pth hook preloads the folder
+    # before a stand-in mxnet whose __init__ loads the libmxnet stand-in.
+    stub = tmp_path / "stub"
+    (stub / "mxnet").mkdir(parents=True)
+    (stub / "mxnet" / "__init__.py").write_text(
+        f"import ctypes\nanswer = ctypes.CDLL({str(mx)!r}).fakemx()\n")
+    result = run_python("import mxnet; print(mxnet.answer)", env={
+        "PYTHONPATH": str(stub), "FR_CUDA11_DIR": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["84"]
 
 
 def test_default_threads_one_per_core_unless_set():

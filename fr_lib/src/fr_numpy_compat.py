@@ -280,7 +280,7 @@ def cuda11_dir():
     return os.path.join(sysconfig.get_paths()["purelib"], "fr_lib_cuda11")
 
 
-_PRELOADED = []
+_PRELOADED_DIRS = {}
 
 
 def preload_cuda11(directory=None):
@@ -294,6 +294,8 @@ def preload_cuda11(directory=None):
     import ctypes
     import glob
     directory = cuda11_dir() if directory is None else directory
+    if directory in _PRELOADED_DIRS:  # the import hook did it already
+        return _PRELOADED_DIRS[directory]
     pending = sorted(
         p for p in glob.glob(os.path.join(directory, "nvidia", "*", "lib", "*.so*"))
         # the OpenCL ICD loader comes with cuda-runtime; MXNet does not use it
@@ -313,8 +315,10 @@ def preload_cuda11(directory=None):
         if len(still) == len(pending):
             break
         pending = still
-    _PRELOADED.extend(loaded)
-    return loaded, [(p, errors[p]) for p in pending]
+    result = loaded, [(p, errors[p]) for p in pending]
+    if loaded and not pending:
+        _PRELOADED_DIRS[directory] = result
+    return result
 
 
 def patch_mxnet_recordio(module, force=False):
