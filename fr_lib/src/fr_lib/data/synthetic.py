@@ -99,7 +99,7 @@ class SyntheticFaces:
     def __init__(self, num_identities, seed=0, difficulty=0.5):
         if cv2 is None:  # pragma: no cover
             raise ImportError("synthetic faces are drawn with OpenCV: pip install "
-                              "\"opencv-python>=4.5,<4.12\"")
+                              "\"opencv-python<5\"")
         if int(num_identities) < 1:
             raise ValueError(f"num_identities must be >= 1, got {num_identities}")
         if not 0.0 <= float(difficulty) <= 1.0:

@@ -297,7 +297,7 @@ def encode_jpeg(img, quality=95):
     """Encode a uint8 HWC RGB image as JPEG bytes (needs ``opencv-python``)."""
     if _cv2 is None:
         raise ImportError("encoding images needs OpenCV: pip install "
-                          "\"opencv-python>=4.5,<4.12\"")
+                          "\"opencv-python<5\"")
     if _is_nd(img):
         img = img.asnumpy()
     img = np.asarray(img)
