@@ -79,7 +79,9 @@ def get_devices(num_gpus=None, num_cpus=1):
         return devices
     devices = [mx.cpu(i) for i in range(num_cpus)]
     if num_gpus != 0:
-        logger.warning("fr_lib: no usable GPU found; falling back to %s",
+        # info, not a warning: a CPU machine is a normal place to read the
+        # book (a GPU that MXNet cannot run on is warned about by list_gpus)
+        logger.info("fr_lib: no usable GPU found; falling back to %s",
                        describe_devices(devices))
     return devices
 
