@@ -1,6 +1,7 @@
 """FaceTrainer: data parallelism, NaN guard, loss warm-up, clipping, checkpoints,
 exact resumption after SIGKILL, verification and the log."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -345,3 +346,24 @@ def test_record_batches_resume_and_train_from_config(tmp_path):
                     "checkpoint_every": 0, "log_every": 1}, backbone=backbone)
     assert result.iterations == 3 and np.isfinite(result.last_loss)
     assert os.path.basename(result.checkpoint) == "ckpt-000000003"
+
+
+def test_plot_log_labels_do_not_overlap(tmp_path):
+    # issue 14: the learning-rate label of the twin axis was drawn over the
+    # accuracy panel's label; compare their bounding boxes after a draw.
+    import matplotlib
+    matplotlib.use("Agg")
+    with open(tmp_path / "log.jsonl", "w") as f:
+        for it in range(0, 200, 10):
+            f.write(json.dumps({"event": "train", "iteration": it,
+                                "loss": 20 - it / 20, "lr": 0.1 * (1 - it / 200)}) + "\n")
+        f.write(json.dumps({"event": "verify", "iteration": 199,
+                            "toy": {"accuracy": 0.9}}) + "\n")
+    axes = plot_log(str(tmp_path))
+    fig = axes[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax_lr = [a for a in fig.axes if a not in list(axes)][0]
+    lr_right = ax_lr.get_tightbbox(renderer).x1
+    acc_left = axes[1].get_tightbbox(renderer).x0
+    assert lr_right < acc_left, (lr_right, acc_left)

@@ -1787,7 +1787,9 @@ def plot_log(path, axes=None):
     train_recs = [r for r in events.get("train", []) if r.get("loss") is not None]
     verify = events.get("verify", [])
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        # constrained layout makes room for the twin axis's label between
+        # the two panels (without it "learning rate" overlaps the accuracy axis)
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     ax_loss, ax_acc = axes[0], axes[1]
     its = [r["iteration"] for r in train_recs]
     ax_loss.plot(its, [r["loss"] for r in train_recs], color="C0", label="loss")
