@@ -36,15 +36,23 @@ __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
            "QuickFaceNet", "quickfacenet"]
 
 
-def get_model(name, **kwargs):
+def get_model(name, pretrained=None, **kwargs):
     """Build the model registered as ``name`` (case-insensitive).
+
+    ``pretrained='insightface:<file or name>'`` loads InsightFace's published
+    weights (a ``backbone.pth`` or a model pack's ``.onnx``, see
+    :mod:`fr_lib.model_zoo.pretrained`).
 
     Raises
     ------
     ValueError
         For an unknown name; the message lists :func:`get_model_list`.
     """
-    return MODELS.create(name, **kwargs)
+    net = MODELS.create(name, **kwargs)
+    if pretrained:
+        from .pretrained import load_pretrained
+        net = load_pretrained(net, name, pretrained)
+    return net
 
 
 def get_model_list():
