@@ -434,3 +434,23 @@ def test_pack_downloaded_and_extracted(tmp_path, monkeypatch):
     assert sorted(os.listdir(root)) == ["w600k_mbf.onnx"]
     net = load_insightface_weights(get_model("mobilefacenet_512"), got)
     _check(_embed(net, X), ref)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_state_dict_written_back(name, tmp_path):
+    """fr_lib -> arcface_torch names -> .pth -> fr_lib: same keys as the
+    InsightFace networks above, same embeddings."""
+    from fr_lib.model_zoo.pretrained import insightface_state_dict, save_pth
+    src = CASES[name][0]()
+    net = load_insightface_weights(CASES[name][1](), write_pth(src.sd, str(tmp_path / "a.pth")))
+    sd = insightface_state_dict(net)
+    assert list(sd) == [k for k in src.sd if not k.endswith("num_batches_tracked")]
+    # mbf's learned BatchNorm1d scale went into the linear layer on loading
+    folded = {"features.layers.2.weight", "features.layers.3.weight",
+              "features.layers.3.running_mean"} if name.startswith("mobile") else set()
+    for k, v in sd.items():
+        if k not in folded:
+            np.testing.assert_allclose(v, src.sd[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    back = load_insightface_weights(CASES[name][1](), save_pth(sd, str(tmp_path / "b.pth")))
+    X = _faces()
+    np.testing.assert_allclose(_embed(back, X), _embed(net, X), rtol=1e-5, atol=1e-5)
