@@ -28,8 +28,11 @@ absorbed into the running variance, and a learned scale on a BatchNorm that
 fr_lib keeps at 1 (``mbf``'s last BatchNorm1d) is folded into the layer
 before it, so the loaded network computes the source network's function.
 
-Input: 112x112 aligned RGB faces normalised as InsightFace does,
-``(pixel - 127.5) / 127.5``.
+Input: 112x112 aligned RGB faces. :func:`load_insightface_weights` keeps
+InsightFace's normalisation ``(pixel - 127.5) / 127.5`` by default;
+``get_model(..., pretrained=...)`` rescales the first convolution so that
+the network takes fr_lib's ``(pixel - 127.5) / 128`` and works with
+:mod:`fr_lib.deploy` and :mod:`fr_lib.metrics` unchanged.
 
 >>> net = get_model('iresnet50', pretrained='insightface:w600k_r50')  # doctest: +SKIP
 >>> net = get_model('iresnet50', pretrained='insightface:/data/ms1mv3_r50/backbone.pth')  # doctest: +SKIP
@@ -57,6 +60,8 @@ INSIGHTFACE_MODELS = {
 }
 
 _TORCH_EPS = 1e-5
+# fr_lib normalises pixels by 128, InsightFace by 127.5
+FR_LIB_INPUT_SCALE = 128 / 127.5
 _STORAGE_DTYPES = {
     "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2",
     "BFloat16Storage": "bf16", "LongStorage": "i8", "IntStorage": "i4",
@@ -315,12 +320,24 @@ def _set(param, value, src, path):
     param.set_data(value)
 
 
-def load_insightface_weights(net, path):
+def load_insightface_weights(net, path, input_scale=1.0):
     """Load InsightFace weights (``.pth`` state dict or ``.onnx``) into ``net``.
 
     ``net`` is an fr_lib :class:`IResNet` (``iresnet18/34/50/100/200``) or
     :class:`MobileFaceNet` (``mobilefacenet_512`` for ``mbf``); it is
     initialised first if it is not. Returns ``net``.
+
+    Parameters
+    ----------
+    net : HybridBlock
+    path : str
+        ``.onnx`` or a zip-format ``.pth``.
+    input_scale : float, default 1
+        Multiplies the first convolution (bias-free, zero-padded, so this is
+        exact): with 1 the network takes InsightFace's input
+        ``(pixel - 127.5) / 127.5``; with ``128 / 127.5`` it takes fr_lib's
+        ``(pixel - 127.5) / 128`` (:func:`fr_lib.data.normalize_batch`) and
+        gives InsightFace's embeddings. :func:`get_model` uses the latter.
 
     Raises
     ------
@@ -335,7 +352,7 @@ def load_insightface_weights(net, path):
     if any(p._data is None for p in params.values()):
         net.initialize(mx.init.Zero())
     targets = _target_layers(net)
-    i, pending_bias, last = 0, None, None
+    i, pending_bias, last, first = 0, None, None, True
 
     def take(kind):
         nonlocal i
@@ -356,6 +373,8 @@ def load_insightface_weights(net, path):
             else:
                 s = take("conv")
                 w = s["weight"]
+            if first:
+                w, first = w * np.float32(input_scale), False
             _set(blk.weight, w, s["name"], path)
             pending_bias, last = s["bias"], (blk, w, s["bias"], s["name"])
         elif kind == "dense":
@@ -497,7 +516,8 @@ def load_pretrained(net, name, pretrained):
     if key in INSIGHTFACE_MODELS and INSIGHTFACE_MODELS[key][0] != name.lower():
         raise ValueError(f"{key} is InsightFace's {INSIGHTFACE_MODELS[key][0]}, "
                          f"not {name}")
-    return load_insightface_weights(net, insightface_file(spec))
+    return load_insightface_weights(net, insightface_file(spec),
+                                    input_scale=FR_LIB_INPUT_SCALE)
 
 
 # ------------------------------------------------------------ writing -----
