@@ -41,6 +41,9 @@ fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null || apt_pkgs+=(fonts-not
 fc-list 2>/dev/null | grep -i "WenQuanYi Micro Hei" >/dev/null || apt_pkgs+=(fonts-wqy-microhei)
 # a C++ compiler for fr_lib's native CPU operators (fr_lib.ops)
 command -v c++ >/dev/null || command -v g++ >/dev/null || apt_pkgs+=(g++)
+# clang++ with its OpenMP headers: tests/test_native_build.py compiles them with
+# clang too (skipped without)
+command -v clang++ >/dev/null || apt_pkgs+=(clang libomp-dev)
 if (( want_browser )); then
   command -v chromium >/dev/null || apt_pkgs+=(chromium)
   command -v chromedriver >/dev/null || apt_pkgs+=(chromium-driver)
@@ -53,6 +56,7 @@ if (( ${#apt_pkgs[@]} )); then
     log "WARNING: cannot install system packages ($why). Missing: ${apt_pkgs[*]}"
     log "  fonts-noto-cjk, fonts-wqy-microhei: Chinese text in figures and the HTML book"
     log "  g++: fr_lib's fast CPU operators (without it fr_lib uses slower formulas)"
+    log "  clang, libomp-dev: only for the clang build test (tests/test_native_build.py)"
     log "  chromium, chromium-driver: only for the HTML test (tests/test_book_html.py)"
     log "  Install them with your package manager (or ask an admin), then rerun. Continuing."
   else

@@ -291,6 +291,111 @@ def test_export_never_contains_native_ops(tmp_path):
     assert any(n["op"] == "fr_prelu" for n in graph)
 
 
+
+# ---- plain exports (HybridBlock.export) -------------------------------------
+
+_LOAD_PLAIN = """
+import json, os, sys
+import mxnet as mx, numpy as np
+from fr_lib import ops
+root = sys.argv[1]
+names = json.load(open(os.path.join(root, "names.json")))
+worst = {}
+for name in names:
+    prefix = os.path.join(root, name)
+    net = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                       prefix + "-0000.params")
+    x = mx.nd.array(np.load(prefix + "-x.npy"))
+    ref = np.load(prefix + "-y.npy")
+    out = net(x).asnumpy()
+    worst[name] = float(np.abs(out - ref).max() / np.abs(ref).max())
+maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+print(json.dumps({"worst": worst, "native_state": ops._state["loaded"],
+                  "mapped": "libfr_ops" in maps}))
+"""
+
+
+def _export_input(name):
+    shape = (1, 1, 28, 28) if name.startswith("lenet") else (1, 3, 112, 112)
+    return mx.nd.array(np.random.RandomState(3).uniform(-1, 1, shape))
+
+
+def test_plain_export_of_every_backbone_loads_without_fr_lib(tmp_path):
+    """A plain ``net.hybridize(); net(x); net.export()`` of every model-zoo
+    backbone loads in a process that never loaded the native library and
+    gives the same embeddings."""
+    from numeric_helpers import randomise_backbone
+    names = [n for n in fr_lib.model_zoo.get_model_list()]
+    traced_native = []
+    for name in names:
+        net = randomise_backbone(get_model(name), 0, alpha_range=(-0.5, 1.5), shift=0.2)
+        # halved BN scales keep the 100-200-layer nets' activations bounded:
+        # otherwise they grow to 1e8 and amplify float32 rounding (MKL-DNN's
+        # fused kernels in the loaded graph) into O(1) differences
+        for pname, p in net.collect_params().items():
+            if pname.endswith("gamma"):
+                p.set_data(p.data() * 0.5)
+        net.hybridize()
+        x = _export_input(name)
+        y = net(x).asnumpy()
+        graph = json.loads(net._cached_graph[1].tojson())["nodes"]
+        if any(n["op"] == "fr_prelu" for n in graph):
+            traced_native.append(name)
+        prefix = str(tmp_path / name)
+        net.export(prefix)
+        nodes = json.load(open(prefix + "-symbol.json"))["nodes"]
+        assert not [n["op"] for n in nodes if n["op"].startswith("fr_")], name
+        # the network keeps its native graph for training and inference
+        graph = json.loads(net._cached_graph[1].tojson())["nodes"]
+        assert (name in traced_native) == any(n["op"] == "fr_prelu" for n in graph)
+        np.save(prefix + "-x.npy", x.asnumpy())
+        np.save(prefix + "-y.npy", y)
+    # the case this guards: fr_lib's PReLU traces fr_prelu on CPU
+    assert "mobilefacenet" in traced_native and "iresnet18" in traced_native
+    json.dump(names, open(tmp_path / "names.json", "w"))
+    env = dict(os.environ, FR_LIB_NATIVE="0", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _LOAD_PLAIN, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["native_state"] is None and not result["mapped"]
+    assert set(result["worst"]) == set(names)
+    for name, err in result["worst"].items():
+        assert err < 1e-4, (name, err)
+
+
+class _NativeConv(mx.gluon.HybridBlock):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.weight = self.params.get("weight", shape=(32, 32, 1, 1))
+
+    def hybrid_forward(self, F, x, weight):
+        return F.fr_pw_conv(x, weight)
+
+
+def test_plain_export_refuses_other_native_ops(tmp_path):
+    net = _NativeConv()
+    net.initialize()
+    net.hybridize()
+    net(mx.nd.ones((1, 2, 2, 32)))
+    with pytest.raises(ops.NativeExportError,
+                       match=r"fr_pw_conv.*export_model\(net, prefix\)"):
+        net.export(str(tmp_path / "n"))
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_plain_symbol_is_leaky_relu_prelu():
+    x, a = mx.sym.var("x"), mx.sym.var("a")
+    plain = ops.plain_symbol(mx.sym.fr_prelu(x, a, name="p"))
+    nodes = json.loads(plain.tojson())["nodes"]
+    assert [(n["op"], n.get("attrs")) for n in nodes if n["op"] != "null"] == \
+        [("LeakyReLU", {"act_type": "prelu"})]
+    assert plain.list_arguments() == ["x", "a"]
+    sym = mx.sym.relu(x)
+    assert ops.plain_symbol(sym) is sym
+
+
 # ---- build and load ------------------------------------------------------
 
 def test_build_failure_names_the_source(tmp_path, monkeypatch):
