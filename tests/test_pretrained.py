@@ -196,8 +196,12 @@ def write_pth(sd, path, archive="backbone"):
     return path
 
 
-def write_onnx(net, path, fold_bn):
-    """InsightFace's forward pass as ONNX; ``fold_bn`` as torch.onnx.export."""
+def write_onnx(net, path, fold_bn, matmul=False, normalise=False):
+    """InsightFace's forward pass as ONNX; ``fold_bn`` as torch.onnx.export.
+
+    ``matmul``: linear layers as MatMul (+ Add for a bias) on a transposed
+    weight and the flatten as Reshape, as other exporters write them;
+    ``normalise``: the graph starts with (x - 127.5) * (1/127.5)."""
     sd, prog = net.sd, net.prog
     nodes, inits, counter = [], [], [600]
 
@@ -210,6 +214,10 @@ def write_onnx(net, path, fold_bn):
         return name
 
     x, saved, i = "input.1", [], 0
+    if normalise:
+        nodes.append(helper.make_node("Sub", [x, const("mean", 127.5)], ["sub"]))
+        nodes.append(helper.make_node("Mul", ["sub", const("std", 1 / 127.5)], ["mul"]))
+        x = "mul"
     while i < len(prog):
         op = prog[i]
         y = fresh("")
@@ -242,11 +250,27 @@ def write_onnx(net, path, fold_bn):
                 "PRelu", [x, const(fresh("onnx::PRelu_"),
                                    sd[op[1] + ".weight"][:, None, None])],
                 [y], name=f"PRelu_{len(nodes)}"))
+        elif op[0] == "flatten" and matmul:
+            shape = numpy_helper.from_array(np.array([0, -1], np.int64), fresh())
+            inits.append(shape)
+            nodes.append(helper.make_node("Reshape", [x, shape.name], [y],
+                                          name=f"Reshape_{len(nodes)}"))
         elif op[0] == "flatten":
             nodes.append(helper.make_node("Flatten", [x], [y], axis=1,
                                           name=f"Flatten_{len(nodes)}"))
         elif op[0] == "linear":
             _, key, bias = op
+            if matmul:
+                w = const(fresh("onnx::MatMul_"), sd[key + ".weight"].T)
+                nodes.append(helper.make_node("MatMul", [x, w], [y],
+                                              name=f"MatMul_{len(nodes)}"))
+                if bias:
+                    x, y = y, fresh("")
+                    nodes.append(helper.make_node(
+                        "Add", [const(key + ".bias", sd[key + ".bias"]), x], [y],
+                        name=f"Add_{len(nodes)}"))
+                x, i = y, i + 1
+                continue
             ins = [x, const(key + ".weight", sd[key + ".weight"])]
             if bias:
                 ins.append(const(key + ".bias", sd[key + ".bias"]))
@@ -376,6 +400,21 @@ def test_onnx_folded_into_fr_lib(case):
     net = CASES[name][1]()
     load_insightface_weights(net, path)
     _check(_embed(net, X), exported)
+
+
+def test_onnx_matmul_reshape_variant(case):
+    name, src, d, X, ref = case
+    path = write_onnx(src, str(d / "matmul.onnx"), fold_bn=True, matmul=True)
+    assert "Gemm" not in {n.op_type for n in onnx.load(path).graph.node}
+    net = load_insightface_weights(CASES[name][1](), path)
+    _check(_embed(net, X), ref)
+
+
+def test_onnx_input_normalisation_refused(tmp_path):
+    path = write_onnx(insightface_mbf(), str(tmp_path / "n.onnx"), fold_bn=True,
+                      normalise=True)
+    with pytest.raises(ValueError, match=r"n\.onnx: the graph normalises its input"):
+        load_insightface_weights(get_model("mobilefacenet_512"), path)
 
 
 def test_wrong_network_is_named(case, tmp_path):
