@@ -35,7 +35,8 @@ the network takes fr_lib's ``(pixel - 127.5) / 128`` and works with
 :mod:`fr_lib.deploy` and :mod:`fr_lib.metrics` unchanged.
 
 >>> net = get_model('iresnet50', pretrained='insightface:w600k_r50')  # doctest: +SKIP
->>> net = get_model('iresnet50', pretrained='insightface:/data/ms1mv3_r50/backbone.pth')  # doctest: +SKIP
+>>> net = get_model('iresnet50',
+...                 pretrained='insightface:ms1mv3_r50/backbone.pth')  # doctest: +SKIP
 """
 import io
 import os
@@ -493,6 +494,10 @@ def insightface_file(spec, root=None, download=True):
             f"{cached} not found and {url} could not be downloaded ({e}); "
             f"without a network, download {pack} elsewhere and put {member} "
             f"at {cached}") from e
+    if not zipfile.is_zipfile(zpath):
+        os.remove(zpath)
+        raise ValueError(f"{zpath} (from {url}) is not a zip archive; removed it, "
+                         "try again")
     with zipfile.ZipFile(zpath) as zf:
         hits = [n for n in zf.namelist() if os.path.basename(n) == member]
         if not hits:
