@@ -211,3 +211,19 @@ def test_clang_build_with_warnings_runs_the_checks():
 
     _build_and_check(env, expect_in_stderr=("clang++",), skip_if=no_openmp)
     assert time.perf_counter() - start < 900
+
+
+def test_killed_compiler_is_not_cached(tmp_path):
+    """A compiler killed by a signal (out of memory, interrupted) says
+    nothing about the sources: the next process tries again."""
+    cxx = tmp_path / "killed-c++"
+    cxx.write_text("#!/bin/sh\nkill -9 $$\n")
+    cxx.chmod(0o755)
+    env = _env(CXX=str(cxx), FR_LIB_NATIVE_DIR=str(tmp_path / "cache"),
+               FR_LIB_NATIVE=None, FR_LIB_ISA=None, FR_LIB_CXXFLAGS=None)
+    out = _python(LOAD, env)
+    assert "loaded False" in out.stdout
+    assert "not cached: the compiler was killed" in out.stderr
+    assert not list((tmp_path / "cache").rglob("*.failed"))
+    again = _python(LOAD, env)
+    assert "compiling fr_lib's native CPU operators once" in again.stderr

@@ -334,10 +334,16 @@ def build(force=False, verbose=False, progress=True):
     seconds = time.perf_counter() - start
     if error is not None:
         reason = f"compiling {names} failed:\n{error}"
-        _write_atomic(failed, reason)
+        # a compiler killed by a signal (out of memory, interrupted) is not
+        # a property of these sources: not cached
+        killed = "\nexited with -" in error
+        if not killed:
+            _write_atomic(failed, reason)
         if progress:
+            where = ("not cached: the compiler was killed" if killed
+                     else f"reason cached in {failed}")
             _say(f"fr_lib: native operator build FAILED after {seconds:.1f} s "
-                 f"(reason cached in {failed})")
+                 f"({where})")
         raise NativeBuildError(reason)
     if os.path.exists(failed):
         os.remove(failed)
