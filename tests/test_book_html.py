@@ -11,9 +11,17 @@ import shutil
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HTML = os.path.join(ROOT, "_build", "html")
+# FR_BOOK_HTML: check another build (e.g. a small book built in /tmp)
+HTML = os.environ.get("FR_BOOK_HTML") or os.path.join(ROOT, "_build", "html")
 SHOTS = os.path.join(ROOT, "_build", "screenshots")
 CHAPTER = "book/chapter_introduction/first-look.html"
+LOSS_CHAPTER = "book/chapter_loss/index.html"
+# pages whose widgets need the widget JavaScript, and their static fallback
+WIDGET_PAGES = ["book/chapter_loss/margin-explorer.html",
+                "book/chapter_deployment/verification-demo.html"]
+# what myst-nb loads from CDNs unless _config.yml points it at book/_static
+CDN_HINTS = ("cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com",
+             "require.min.js", "html-manager")
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +34,7 @@ def html_dir():
     return HTML
 
 
-@pytest.fixture(scope="module")
-def browser():
+def start_chromium(offline=False):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,13 +42,32 @@ def browser():
     assert chromium and driver_path, "install chromium and chromium-driver"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic", "--window-size=1280,2000", "--lang=zh-CN"]:
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu",
+             "--disable-dev-shm-usage", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             "--disable-quic", "--window-size=1280,2000", "--lang=zh-CN"]
+    if offline:
+        # no host name resolves: every http(s) request fails, as on a
+        # machine without network; file:// pages still load
+        flags.append("--host-resolver-rules=MAP * ~NOTFOUND")
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    for flag in flags:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def offline_browser():
+    driver = start_chromium(offline=True)
     yield driver
     driver.quit()
 
@@ -118,3 +144,100 @@ def test_no_failed_notebooks_or_missing_glyphs(html_dir):
             text = f.read()
         assert "missing from current font" not in text, path
         assert "Traceback (most recent call last)" not in text, path
+
+
+def test_search_index_has_chinese_words(html_dir):
+    # Sphinx's Chinese splitter indexes Han text only when jieba is installed;
+    # without it the index holds Latin terms only (issue 14: 4,687 terms, no Han)
+    import json
+    with open(os.path.join(HTML, "searchindex.js"), encoding="utf-8") as f:
+        text = f.read()  # Search.setIndex({...})
+    index = json.loads(text[text.index("(") + 1:text.rindex(")")])
+    terms = list(index["terms"]) + list(index["titleterms"])
+    han = [t for t in terms if re.search(r"[\u4e00-\u9fff]", t)]
+    assert len(han) > 20, (f"{len(han)} Chinese terms of {len(terms)} in "
+                           "searchindex.js (is jieba installed?)")
+    assert "损失" in han
+
+
+def test_search_finds_the_loss_chapter(html_dir, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+    from urllib.parse import quote
+    browser.get("file://" + os.path.join(HTML, "search.html") + "?q=" + quote("损失"))
+    links = WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "const r = document.querySelectorAll('#search-results li a');"
+        "return r.length ? Array.from(r).map(a => a.href) : null"))
+    assert any(LOSS_CHAPTER in href for href in links), links[:10]
+
+
+def _requested_urls(driver):
+    import json
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+@pytest.mark.parametrize("page", WIDGET_PAGES)
+def test_widgets_work_offline_with_a_fallback(html_dir, offline_browser, page):
+    from selenium.webdriver.support.ui import WebDriverWait
+    path = os.path.join(HTML, page)
+    with open(path, encoding="utf-8") as f:
+        html = f.read()
+    assert "application/vnd.jupyter.widget-state+json" in html, \
+        f"{page}: no widget state (was the notebook executed with widgets?)"
+    assert "fr-widget-fallback" in html, f"{page}: no static fallback figure"
+    assert "在 Colab 中拖动" in html, f"{page}: no note on how to make it live"
+    driver = offline_browser
+    driver.get_log("performance")  # drop what earlier pages requested
+    driver.get("file://" + path)
+    # the widget manager (served from _static) draws the controls offline
+    controls = WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        "const w = document.querySelectorAll('.jupyter-widgets .widget-dropdown select,"
+        " .jupyter-widgets .slider, .jupyter-widgets input');"
+        "return w.length ? w.length : null"))
+    assert controls >= 2
+    state = driver.execute_script("""
+        const fig = document.querySelector('figure.fr-widget-fallback');
+        const img = fig && fig.querySelector('img');
+        return {fallback_hidden: !!fig && getComputedStyle(fig).display == 'none',
+                fallback_img: !!img && img.complete && img.naturalWidth > 100};""")
+    assert state == {"fallback_hidden": True, "fallback_img": True}, state
+    os.makedirs(SHOTS, exist_ok=True)
+    widget = driver.find_elements("css selector", ".jupyter-widgets")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", widget)
+    driver.save_screenshot(os.path.join(SHOTS, os.path.basename(page) + "-offline.png"))
+    remote = [u for u in _requested_urls(driver) if not u.startswith(("file:", "data:", "blob:"))]
+    assert not [u for u in remote if any(h in u for h in CDN_HINTS)], remote
+
+
+def test_widget_fallback_shows_without_the_widget_javascript(html_dir, offline_browser):
+    # the same page with the widget manager blocked (a reader with scripts off,
+    # a broken copy): the static figure is visible instead
+    driver = offline_browser
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*embed-amd.js"]})
+    try:
+        driver.get("file://" + os.path.join(HTML, WIDGET_PAGES[0]))
+        import time
+        time.sleep(3)
+        state = driver.execute_script("""
+            const fig = document.querySelector('figure.fr-widget-fallback');
+            const img = fig && fig.querySelector('img');
+            return {widgets: document.querySelectorAll('.jupyter-widgets').length,
+                    fallback_visible: !!fig && getComputedStyle(fig).display != 'none',
+                    fallback_img: !!img && img.complete && img.naturalWidth > 100};""")
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    assert state == {"widgets": 0, "fallback_visible": True, "fallback_img": True}, state
+
+
+def test_no_page_loads_widget_javascript_from_a_cdn(html_dir):
+    pattern = re.compile(r'<script[^>]+src="(https?:[^"]*)"')
+    for path in glob.glob(os.path.join(HTML, "**", "*.html"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            remote = pattern.findall(f.read())
+        bad = [u for u in remote if any(h in u for h in CDN_HINTS)]
+        assert not bad, f"{os.path.relpath(path, HTML)} loads {bad}"
