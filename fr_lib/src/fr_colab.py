@@ -103,8 +103,10 @@ def setup():
     proc = _run(["--colab"])
     if proc.returncode != 0:
         tail = _tail(proc)
-        print(tail, file=sys.stderr)
-        last = tail.splitlines()[-1] if tail else f"exit status {proc.returncode}"
+        lines = tail.splitlines()
+        if len(lines) > 1:  # what led to the failure; its last line follows
+            print("\n".join(lines[:-1]), file=sys.stderr)
+        last = lines[-1] if lines else f"exit status {proc.returncode}"
         raise SetupError(f"安装没有完成：{last}\n"
                          f"按上面的提示处理后，重新运行本单元即可重试"
                          f"（或在新单元中运行 !{INSTALL}）。")
