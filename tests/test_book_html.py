@@ -229,6 +229,11 @@ def test_widget_fallback_shows_without_the_widget_javascript(html_dir, offline_b
             return {widgets: document.querySelectorAll('.jupyter-widgets').length,
                     fallback_visible: !!fig && getComputedStyle(fig).display != 'none',
                     fallback_img: !!img && img.complete && img.naturalWidth > 100};""")
+        figures = driver.find_elements("css selector", "figure.fr-widget-fallback")
+        if figures:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", figures[0])
+            os.makedirs(SHOTS, exist_ok=True)
+            driver.save_screenshot(os.path.join(SHOTS, "widget-fallback-no-js.png"))
     finally:
         driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
     assert state == {"widgets": 0, "fallback_visible": True, "fallback_img": True}, state
