@@ -195,12 +195,18 @@ def test_avx2_clone_uses_fma():
     assert any(n.endswith(".avx512f") for n in gemm), gemm
 
 
+# -Wall warnings are errors; clang's optimizer notes that a loop marked
+# `omp simd` was not vectorized (-Wpass-failed) stay warnings: they are about
+# speed, and the GCC build is the fast one (target_clones)
+CLANG_FLAGS = "-Wall -Werror -Wno-error=pass-failed"
+
+
 @needs_native
 def test_clang_build_with_warnings_runs_the_checks():
     clang = shutil.which("clang++")
     if clang is None:
         pytest.skip("clang++ not installed (Debian/Ubuntu: apt install clang)")
-    env = _env(CXX=clang, FR_LIB_CXXFLAGS="-Wall -Werror", FR_LIB_ISA=None,
+    env = _env(CXX=clang, FR_LIB_CXXFLAGS=CLANG_FLAGS, FR_LIB_ISA=None,
                FR_LIB_NATIVE=None)
     start = time.perf_counter()
 
