@@ -38,7 +38,10 @@ class PReLU(nn.HybridBlock):
     (:mod:`fr_lib.ops`, compiled on first use): one pass forward and one
     backward, about twice as fast again for a whole MobileFaceNet training
     step. The formula above is the fallback (GPU, no compiler,
-    ``FR_LIB_NATIVE=0``) and what exported graphs contain.
+    ``FR_LIB_NATIVE=0``) and what :func:`fr_lib.deploy.export_model`
+    writes; a plain ``net.export()`` writes ``fr_prelu`` as MXNet's own
+    ``LeakyReLU(act_type='prelu')`` (:func:`fr_lib.ops.plain_symbol`), so
+    exported files never need fr_lib.
 
     The parameter has the same name (``alpha``), shape ``(in_channels,)``
     and initial value (0.25) as in ``nn.PReLU``, so parameter files saved
