@@ -335,8 +335,11 @@ def missing(mode="lib", caps=None, python_version=None, probe=True):
 
 
 def _build_ops(verbose):
-    """Compile fr_lib's native operators once; one line either way."""
+    """Compile fr_lib's native operators once (a line before, one after)."""
     start = time.time()
+    if not verbose:  # verbose: fr_lib.ops prints its own progress lines
+        print("fr_install: compiling fr_lib's native CPU operators (once, "
+              "about 30-90 s on 2 cores) ...", flush=True)
     result = subprocess.run([sys.executable, "-m", "fr_lib.ops"],
                             capture_output=not verbose, text=True)
     if result.returncode == 0:
