@@ -152,9 +152,13 @@ def python_env():
 
 
 def base_key():
-    version = subprocess.run([PYTHON, "-c", "import sys; print(sys.version)"],
-                             capture_output=True, text=True, env=python_env(),
-                             check=True).stdout.strip()
+    try:
+        version = subprocess.run(
+            [PYTHON, "-c", "import sys; print(sys.version)"], capture_output=True,
+            text=True, env=python_env(), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise SystemExit(f"colab_sim: cannot run {PYTHON} ({err}); Colab uses "
+                         "Python 3.12: install it or set FR_COLAB_PYTHON") from None
     text = "\n".join([version, *COLAB_PACKAGES, STUB])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -184,8 +188,6 @@ def ensure_base():
         os.makedirs(os.path.join(site, "google", "colab"), exist_ok=True)
         with open(os.path.join(site, "google", "colab", "__init__.py"), "w") as f:
             f.write(STUB)
-        with open(os.path.join(tmp, ".complete"), "w") as f:
-            f.write("\n".join(COLAB_PACKAGES) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -194,6 +196,8 @@ def ensure_base():
     os.rename(tmp, base)
     # venvs are not relocatable: fix the absolute paths venv wrote
     _relocate(base, tmp)
+    with open(os.path.join(base, ".complete"), "w") as f:
+        f.write("\n".join(COLAB_PACKAGES) + "\n")
     took = time.time() - start
     log(f"built {base} in {took:.0f} s")
     return base, took
