@@ -165,9 +165,21 @@ def _build_and_check(env, expect_in_stderr=(), skip_if=None):
 def test_forced_clone_runs_the_native_checks(isa):
     """The AVX-512 clone is what the default build runs on an AVX-512 CPU
     (the rest of the suite); these force the other two."""
-    _build_and_check(_env(FR_LIB_ISA=isa, FR_LIB_NATIVE=None, CXX=None,
-                          FR_LIB_CXXFLAGS=None),
-                     expect_in_stderr=(f"clones: {isa}",))
+    path = _build_and_check(_env(FR_LIB_ISA=isa, FR_LIB_NATIVE=None, CXX=None,
+                                 FR_LIB_CXXFLAGS=None),
+                            expect_in_stderr=(f"clones: {isa}",))
+    objdump = shutil.which("objdump")
+    if objdump is None or "clang" in os.path.basename(ops._compiler() or ""):
+        return
+    # the library holds that clone only: no AVX-512 registers; AVX2 with FMA,
+    # or (generic) no AVX at all
+    code = subprocess.run([objdump, "-d", "--no-show-raw-insn", path],
+                          capture_output=True, text=True, check=True).stdout
+    assert "zmm" not in code
+    if isa == "avx2":
+        assert code.count("vfmadd") > 100 and "ymm" in code
+    else:
+        assert "ymm" not in code and "vfmadd" not in code
 
 
 @needs_native
