@@ -54,9 +54,7 @@ COLAB_PACKAGES = [
     "numpy==2.2.6", "opencv-python==4.12.0.88", "pandas==3.1.1",
     "scipy==1.18.1", "scikit-learn==1.9.1", "matplotlib==3.11.2",
     "pillow==13.0.0", "requests", "pyyaml", "tqdm", "setuptools",
-    # Colab's kernel is ipykernel 6 (7.x hung once here in an ipywidgets
-    # cell: the kernel idle, nbclient waiting for the reply; a known ipykernel
-    # 7 problem), with IPython 8
+    # Colab's kernel is ipykernel 6, with IPython 8
     "ipykernel==6.29.5", "ipython==8.39.0", "nbclient==0.11.0",
     "nbformat==5.11.1", "pytest==9.2.0",
 ]
@@ -101,9 +99,35 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 src, dst, folder, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+class Client(NotebookClient):
+    """nbclient sometimes sees a reply only when its wait times out (cells
+    with ipywidgets here: kernel idle, nbclient waiting; jupyter/nbclient#312):
+    wait in steps of at most a second, so a message that arrived is read."""
+
+    async def async_start_new_kernel_client(self):
+        import queue
+        kc = await super().async_start_new_kernel_client()
+        for channel in (kc.shell_channel, kc.iopub_channel):
+            def patched(get_msg):
+                async def get_msg_in_steps(timeout=None):
+                    end = None if timeout is None else time.monotonic() + timeout
+                    while True:
+                        left = 1.0 if end is None else end - time.monotonic()
+                        try:
+                            return await get_msg(timeout=max(0.0, min(1.0, left)))
+                        except queue.Empty:
+                            if end is not None and time.monotonic() >= end:
+                                raise
+                return get_msg_in_steps
+            channel.get_msg = patched(channel.get_msg)
+        return kc
+
+
 nb = nbformat.read(src, as_version=4)
-client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                        resources={"metadata": {"path": folder}})
+client = Client(nb, timeout=timeout, kernel_name="python3",
+                resources={"metadata": {"path": folder}})
 result = {"ok": True, "error": None}
 try:
     client.execute()
