@@ -63,7 +63,9 @@ def _plan_unit(unit, kind):
             raise _Unsupported(f"{unit.conv.name}: 1x1 convolutions need channel "
                                f"counts that are multiples of 32, got {cin_g} -> {cout}")
     elif kind == "dw":
-        if groups != cout or cin_g != 1:
+        if groups * 2 == cout and cin_g == 2:
+            kind = "dw2"   # 2 channels per group: two depthwise convolutions
+        elif groups != cout or cin_g != 1:
             raise _Unsupported(f"{unit.conv.name}: a grouped convolution that is not "
                                f"depthwise ({groups} groups, {cout} channels)")
     elif kind == "stem":
@@ -106,9 +108,9 @@ def native_training_support(net):
     -------
     (bool, str)
         ``(True, '')`` or ``(False, why not)``: not a MobileFaceNet, a layer
-        the operators do not cover (grouped but not depthwise convolutions,
-        channel counts that are not multiples of 32 / 16, a shared PReLU
-        slope), or fr_lib's native operators are unavailable.
+        the operators do not cover (grouped convolutions other than depthwise
+        ones and groups of 2 channels, channel counts that are not multiples
+        of 32 / 16, a shared PReLU slope), or fr_lib's native operators are unavailable.
     """
     try:
         _plan(net)
@@ -200,6 +202,18 @@ class NativeTrainingView(nn.HybridBlock):
         w = _get(F, conv.weight, ctx)
         if kind == "pw":
             z = F.fr_pw_conv(h, w)
+        elif kind == "dw2":
+            # groups of 2 channels: output channel c reads input channels
+            # 2(c//2) and 2(c//2)+1, so the convolution is exactly the sum of
+            # two depthwise convolutions of the channel-duplicated input
+            pairs = F.reshape(h, shape=(0, 0, 0, -4, -1, 2))
+            z = None
+            for j in (0, 1):
+                hj = F.reshape(F.repeat(F.slice_axis(pairs, axis=4, begin=j, end=j + 1),
+                                        repeats=2, axis=4), shape=(0, 0, 0, -3))
+                zj = F.fr_dw_conv(hj, F.slice_axis(w, axis=1, begin=j, end=j + 1),
+                                  stride=stride, pad=pad)
+                z = zj if z is None else F.elemwise_add(z, zj)
         else:
             z = F.fr_dw_conv(h, w, stride=stride, pad=pad)
         return self._bn_act(F, z, unit, ctx)
