@@ -94,6 +94,8 @@ def run_main(prog):
         @functools.wraps(main)
         def wrapper(argv=None):
             debug = _wants_debug(argv)
+            from . import configure_threads
+            configure_threads()  # explicit, whatever imported MXNet first
             try:
                 return main(argv)
             except KeyboardInterrupt:
