@@ -52,7 +52,7 @@ STRIP = [
 GLUE_ROLE = re.compile(r'\{glue(?::\w+)?\}`([^`:]+)')
 GLUE_CALL = re.compile(r'''glue\(\s*(f?)['"]([^'"{]*)(\{?)[^'"]*['"]\s*(\+?)''')
 # a measured quantity: after these words a number is a result, never exempt
-CLAIM = re.compile(r'(?:约|大约|≈|差|误差|准确率|精度|达到|只有|仅|快(?!速)|慢)[^，。；\d]{0,6}$')
+CLAIM = re.compile(r'(?:约|大约|≈|(?<!方)差|误差|准确率|精度|达到|只有|仅|快(?!速)|慢)[^，。；\d]{0,6}$')
 
 
 def _load_allow():
