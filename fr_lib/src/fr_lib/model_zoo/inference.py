@@ -153,13 +153,14 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
         measures whether and how much it helps on your machine
         (``prepared+micro4``). Not used by the fused engine, which already
         runs image by image.
-    engine : {'auto', 'fused', 'mxnet'}, default 'auto'
+    engine : {'auto', 'native', 'mxnet'}, default 'auto'
         ``'auto'``: for a :class:`~fr_lib.model_zoo.MobileFaceNet` on a
         machine without GPUs and with fr_lib's native operators, float32 CPU
         batches run through :func:`fr_lib.model_zoo.fused.fuse_network`'s
         single operator (checked against the plain network on ``x`` when
         given; on a mismatch it is dropped with a warning); otherwise, and
-        for every other input, the MXNet settings above. ``'fused'``: the
+        for every other input, the MXNet settings above. ``'native'``
+        (``'fused'`` is its deprecated old name): the
         same, but an error when the network cannot be fused or disagrees on
         ``x``. ``'mxnet'``: never the fused operator.
 
@@ -173,12 +174,12 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     ------
     ValueError
         For an unknown ``prelu``, ``backend`` or ``engine`` value, and for
-        ``engine='fused'`` when the network cannot be fused (the message
+        ``engine='native'`` when the network cannot be fused (the message
         says why).
     RuntimeError
         When even the network without a subgraph backend disagrees with the
         plain network on ``x``, or the fused operator does with
-        ``engine='fused'``.
+        ``engine='native'``.
 
     Notes
     -----
@@ -189,8 +190,14 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     """
     if micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
         raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
-    if engine not in ("auto", "fused", "mxnet"):
-        raise ValueError(f"engine must be 'auto', 'fused' or 'mxnet', got {engine!r}")
+    requested = engine
+    if engine == "fused":  # the old name of 'native' (fr_lib's one engine vocabulary)
+        import warnings
+        warnings.warn("prepare_for_inference(engine='fused') is deprecated: "
+                      "use engine='native'", DeprecationWarning, stacklevel=2)
+        engine = "native"
+    if engine not in ("auto", "native", "mxnet"):
+        raise ValueError(f"engine must be 'auto', 'native' or 'mxnet', got {engine!r}")
     if prelu not in ("max", "keep"):
         raise ValueError(f"prelu must be 'max' or 'keep', got {prelu!r}")
     if backend is not None and not isinstance(backend, str):
@@ -213,14 +220,14 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     fused = None
     if engine != "mxnet":
         fused, reason = try_fuse(net)
-        if fused is None and engine == "fused":
-            raise ValueError(f"engine='fused' is not possible: {reason}")
+        if fused is None and engine == "native":
+            raise ValueError(f"engine={requested!r} is not possible: {reason}")
     if fused is not None and reference is not None:
         error = _max_abs_error(fused(x), reference) / scale
         if error > rtol:
             message = (f"the fused operator differs from the plain network by {error:.2e} "
                        f"(relative), more than rtol={rtol}")
-            if engine == "fused":
+            if engine == "native":
                 raise RuntimeError(message)
             warnings.warn(message + "; using the MXNet settings", RuntimeWarning, stacklevel=2)
             fused = None
