@@ -20,7 +20,8 @@ from mxnet import gluon
 from fr_lib.data.recordio import (BadImageError, FaceBatchify, FaceRecordDataset,
                                   FaceRecordIter, MissingIndexError,
                                   RecordFormatError, read_index, read_property,
-                                  rebuild_index, write_face_rec, _RecWriter)
+                                  rebuild_index, write_face_rec)
+from fr_lib.data.recordio.writer import _RecWriter
 from fr_lib.data.transforms import normalize_batch
 
 cv2 = pytest.importorskip("cv2")

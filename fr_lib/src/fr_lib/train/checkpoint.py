@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from ..utils.fileio import fsync_dir
+from ..utils.fileio import fsync_dir, pid_alive
 
 __all__ = ["CheckpointError", "RunDirectoryError", "Checkpoint", "CheckpointManager",
            "RunLock", "read_checkpoint", "rng_state", "set_rng_state", "step_seed",
@@ -73,18 +73,6 @@ def disk_free(path):
         return f"{st.f_bavail * st.f_frsize} bytes free on the file system of {folder}"
     except (OSError, AttributeError):
         return f"free space of {folder} unknown"
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return True
-    return True
 
 
 class RunLock:
@@ -186,7 +174,7 @@ class RunLock:
             except FileExistsError:
                 pid, host = self._owner()
                 if host in (None, socket.gethostname()) and pid is not None and \
-                        pid != os.getpid() and not _pid_alive(pid):
+                        pid != os.getpid() and not pid_alive(pid):
                     logger.warning("fr_lib: %s: taking over the stale lock of process "
                                    "%d (no longer running)", self.directory, pid)
                     os.remove(self.path)

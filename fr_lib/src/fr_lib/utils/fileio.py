@@ -2,7 +2,7 @@
 import os
 import tempfile
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir", "pid_alive"]
 
 
 def fsync_dir(d):
@@ -51,3 +51,16 @@ def atomic_write_bytes(path, data):
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def pid_alive(pid):
+    """Whether process ``pid`` exists on this host (a lock or a temporary
+    folder naming a dead process is stale). Another user's process counts as
+    alive: it exists, we may just not signal it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: exists, owned by someone else
+        return True
+    return True
