@@ -456,6 +456,12 @@ def check_recipe(recipe):
     lookup("loss", LOSSES, "loss_kwargs")
     if cfg["loss_warmup_iters"]:
         lookup("warmup_loss", LOSSES, "warmup_loss_kwargs")
+    from ..train.trainer import loss_refusal  # the loss contract: trainable?
+    for option in ("loss", "warmup_loss") if cfg["loss_warmup_iters"] else ("loss",):
+        if cfg[option] in LOSSES:
+            why = loss_refusal(str(cfg[option]).lower())
+            if why:
+                errors.append(f"train.{option}: {why}")
     if str(cfg["lr_mode"]).lower() not in SCHEDULES:
         errors.append(f"train.lr_mode: unknown schedule {cfg['lr_mode']!r}; choose "
                       f"from {sorted(SCHEDULES)}")

@@ -17,17 +17,16 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from ..loss import get_loss
+from ..loss import contract_of, get_loss, get_loss_list
 from ..model_zoo import NormDense, get_model
 from ..utils.device import as_devices
 
 __all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
            "train_features", "extract_embeddings"]
 
-# Losses on the cosine matrix of a NormDense head.
-_COSINE = {"normface", "cosface", "amsoftmax", "arcface", "combined", "sphereface",
-           "asoftmax", "curricularface", "circle", "subcenter_arcface",
-           "magface", "adaface"}
+# Losses on the cosine matrix of a NormDense head, read from their contracts
+# (fr_lib.loss.LossContract).
+_COSINE = {n for n in get_loss_list() if contract_of(n).consumes == "cosines"}
 # Regularisers added to softmax with a weight (Center, Ring).
 _WITH_SOFTMAX = {"center": 0.1, "ring": 0.01}
 OBJECTIVES = sorted({"softmax", "l2softmax", "lgm", "contrastive", "triplet"}
@@ -105,10 +104,11 @@ def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
         return Objective(key, [loss], lambda e, y: loss(e, y).mean(), None, pk=True,
                          description="triplet (P×K batch)")
     # cosine losses: NormDense head (k columns per class for sub-centres)
-    k = loss_kwargs.get("k", 3) if key == "subcenter_arcface" else 1
+    contract = contract_of(key)
+    k = loss_kwargs.get(contract.head_k_arg, 3) if contract.head_k_arg else 1
     head = NormDense(num_classes * k)
     loss = get_loss(key, **loss_kwargs)
-    if key in ("magface", "adaface"):
+    if "norm" in contract.extra_inputs:
         def loss_fn(e, y):
             return loss(head(e), y, mx.nd.norm(e, axis=1)).mean()
     else:

@@ -82,9 +82,18 @@ logger = logging.getLogger("fr_lib")
 #: BatchNorm scale and shift, biases, PReLU slopes.
 NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 
-# losses that take the cosine matrix of a NormDense head as (cos, label)
-_COSINE_LOSSES = {"normface", "cosface", "amsoftmax", "arcface", "combined",
-                  "sphereface", "asoftmax", "curricularface", "circle"}
+
+
+def loss_refusal(name):
+    """Why :class:`FaceTrainer` cannot train the loss ``name`` (a sentence naming
+    the loss), or ``None``.  Read from the loss's contract
+    (:class:`fr_lib.loss.LossContract`): the trainer's step is
+    ``loss(head(backbone(x)), y)`` with a Dense head for logits and a NormDense
+    head C wide for cosines."""
+    from ..loss import contract_of
+    why = contract_of(name).trainer_refusal()
+    return None if why is None else \
+        f"loss {name!r} cannot be trained by FaceTrainer/fr-train: {why}"
 
 
 class NonFiniteError(RuntimeError):
@@ -693,9 +702,14 @@ class FaceTrainer:
         self.net = backbone if backbone is not None else \
             get_model(cfg.backbone, **cfg.backbone_kwargs)
         key = cfg.loss.lower()
+        for name in (key, cfg.warmup_loss.lower()) if cfg.loss_warmup_iters else (key,):
+            why = loss_refusal(name)
+            if why is not None:
+                raise ValueError(why)
+        from ..loss import contract_of
         if head is None:
-            head = NormDense(self.num_classes) if key != "softmax" else \
-                gluon.nn.Dense(self.num_classes)
+            head = NormDense(self.num_classes) if contract_of(key).head == "normdense" \
+                else gluon.nn.Dense(self.num_classes)
         self.head = head
         self.loss = get_loss(cfg.loss, **cfg.loss_kwargs)
         warm_kwargs = dict(cfg.warmup_loss_kwargs)

@@ -1,0 +1,117 @@
+"""What each registered loss consumes: the loss contract (issue 16, item 1).
+
+Every loss in :data:`fr_lib.loss.LOSSES` carries a class attribute ``contract``
+(a frozen :class:`LossContract`) saying what its forward takes, which head it
+needs, whether it is built with ``num_classes`` and which state it keeps outside
+the graph.  Generic training code reads this declaration instead of keeping its
+own tables of loss names.
+
+>>> from fr_lib.loss import contract_of
+>>> contract_of('magface').extra_inputs
+('norm',)
+"""
+from dataclasses import dataclass
+
+__all__ = ["LossContract", "contract_of", "CONSUMES"]
+
+#: what a loss's first input is
+CONSUMES = ("logits", "cosines", "embeddings", "pairs", "triplets")
+
+
+@dataclass(frozen=True)
+class LossContract:
+    """The declaration of one loss.
+
+    consumes : one of :data:`CONSUMES` — ``logits`` (a plain Dense head),
+        ``cosines`` (the cosine matrix of a normalised head), ``embeddings``
+        (the backbone output, the loss holds its own class parameters),
+        ``pairs`` (two embedding batches and a same/different flag),
+        ``triplets`` (a P×K batch, triplets mined inside the loss).
+    extra_inputs : inputs after ``(x, label)``: ``'norm'`` (the embedding
+        norms), ``'lam'`` (SphereFace's annealing weight), ``'t'``
+        (CurricularFace's running mean), ``'mean'``/``'std'`` (AdaFace's
+        running norm statistics).
+    head : ``'dense'`` (width C, logits), ``'normdense'`` (width C·k of
+        unit-norm columns), or ``None`` (no head: the loss sees embeddings).
+    head_k_arg : the constructor argument giving k (columns per class), if any.
+    needs_num_classes : the constructor requires ``num_classes``.
+    state : state the caller must keep outside the graph (names), e.g.
+        ``('t',)``; empty when the loss is a pure function of its inputs and
+        its own parameters.
+    sampler : ``'pk'`` when the batch must hold K samples of each of P
+        identities (:class:`fr_lib.data.sampler.PKSampler`), else ``None``.
+    """
+    consumes: str
+    extra_inputs: tuple = ()
+    head: object = None
+    head_k_arg: object = None
+    needs_num_classes: bool = False
+    state: tuple = ()
+    sampler: object = None
+
+    def __post_init__(self):
+        if self.consumes not in CONSUMES:
+            raise ValueError(f"consumes must be one of {CONSUMES}, got {self.consumes!r}")
+        if self.head not in (None, "dense", "normdense"):
+            raise ValueError(f"head must be None, 'dense' or 'normdense', got {self.head!r}")
+
+    def trainer_refusal(self):
+        """Why the plain ``head(emb) -> loss(out, label)`` step cannot train
+        this loss (a sentence), or ``None`` when it can."""
+        if self.extra_inputs:
+            return (f"its forward needs the extra input(s) {self.extra_inputs} "
+                    f"that the trainer's step does not supply")
+        if self.state:
+            return f"it keeps state outside the graph ({', '.join(self.state)})"
+        if self.head_k_arg is not None:
+            return "it needs a NormDense head C·k wide (sub-centres)"
+        if self.consumes in ("logits", "cosines"):
+            return None
+        if self.needs_num_classes:
+            return ("it works on embeddings and must be built with num_classes "
+                    "(its own class parameters)")
+        if self.sampler == "pk" or self.consumes in ("pairs", "triplets"):
+            what = "a batch" if self.consumes == "embeddings" else self.consumes
+            return (f"it consumes {what} of embeddings (a metric loss: "
+                    f"P×K batches), not a head's output")
+        return "it consumes the embeddings (a regulariser), not a head's output"
+
+
+def contract_of(loss):
+    """The :class:`LossContract` of a loss name, class or instance."""
+    if isinstance(loss, str):
+        key = loss.lower()
+        if key in DECLARATIONS:
+            return DECLARATIONS[key]
+        raise ValueError(f"unknown loss {loss!r}; registered: {sorted(DECLARATIONS)}")
+    c = getattr(loss, "contract", None)
+    if c is None:
+        raise ValueError(f"{loss!r} declares no loss contract (class attribute 'contract')")
+    return c
+
+
+# The declarations, attached to the classes by fr_lib.loss.__init__ (one table,
+# so the class bodies, edited by others at the same time, stay untouched).
+_COS = LossContract("cosines", head="normdense")
+DECLARATIONS = {
+    "softmax": LossContract("logits", head="dense"),
+    "normface": _COS, "cosface": _COS, "amsoftmax": _COS, "arcface": _COS,
+    "combined": _COS, "circle": _COS,
+    "sphereface": LossContract("cosines", extra_inputs=("lam",), head="normdense",
+                               state=("lam",)),
+    "asoftmax": LossContract("cosines", extra_inputs=("lam",), head="normdense",
+                             state=("lam",)),
+    "subcenter_arcface": LossContract("cosines", head="normdense", head_k_arg="k"),
+    "curricularface": LossContract("cosines", extra_inputs=("t",), head="normdense",
+                                   state=("t",)),
+    "magface": LossContract("cosines", extra_inputs=("norm",), head="normdense"),
+    "adaface": LossContract("cosines", extra_inputs=("norm",), head="normdense",
+                            state=("mean", "std")),
+    "contrastive": LossContract("pairs"),
+    "contrastive_batch": LossContract("embeddings", sampler="pk"),
+    "triplet": LossContract("triplets", sampler="pk"),
+    "l2softmax": LossContract("embeddings", needs_num_classes=True),
+    "center": LossContract("embeddings", needs_num_classes=True, state=("centers",)),
+    "lgm": LossContract("embeddings", needs_num_classes=True),
+    "ring": LossContract("embeddings", extra_inputs=()),
+}
