@@ -22,24 +22,33 @@ CONSUMES = ("logits", "cosines", "embeddings", "pairs", "triplets")
 class LossContract:
     """The declaration of one loss.
 
-    consumes : one of :data:`CONSUMES` — ``logits`` (a plain Dense head),
+    Attributes
+    ----------
+    consumes : str
+        One of :data:`CONSUMES`: ``logits`` (a plain Dense head),
         ``cosines`` (the cosine matrix of a normalised head), ``embeddings``
         (the backbone output, the loss holds its own class parameters),
         ``pairs`` (two embedding batches and a same/different flag),
         ``triplets`` (a P×K batch, triplets mined inside the loss).
-    extra_inputs : inputs after ``(x, label)``: ``'norm'`` (the embedding
-        norms), ``'lam'`` (SphereFace's annealing weight), ``'t'``
-        (CurricularFace's running mean), ``'mean'``/``'std'`` (AdaFace's
-        running norm statistics).
-    head : ``'dense'`` (width C, logits), ``'normdense'`` (width C·k of
+    extra_inputs : tuple
+        Inputs after ``(x, label)``: ``'norm'`` (the embedding norms),
+        ``'lam'`` (SphereFace's annealing weight), ``'t'`` (CurricularFace's
+        running mean), ``'mean'``/``'std'`` (AdaFace's running norm
+        statistics).
+    head : str or None
+        ``'dense'`` (width C, logits), ``'normdense'`` (width C·k of
         unit-norm columns), or ``None`` (no head: the loss sees embeddings).
-    head_k_arg : the constructor argument giving k (columns per class), if any.
-    needs_num_classes : the constructor requires ``num_classes``.
-    state : state the caller must keep outside the graph (names), e.g.
+    head_k_arg : str or None
+        The constructor argument giving k (columns per class), if any.
+    needs_num_classes : bool
+        The constructor requires ``num_classes``.
+    state : tuple
+        State the caller must keep outside the graph (names), e.g.
         ``('t',)``; empty when the loss is a pure function of its inputs and
         its own parameters.
-    sampler : ``'pk'`` when the batch must hold K samples of each of P
-        identities (:class:`fr_lib.data.sampler.PKSampler`), else ``None``.
+    sampler : str or None
+        ``'pk'`` when the batch must hold K samples of each of P identities
+        (:class:`fr_lib.data.sampler.PKSampler`), else ``None``.
     """
     consumes: str
     extra_inputs: tuple = ()
