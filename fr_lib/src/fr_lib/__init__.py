@@ -38,8 +38,7 @@ def configure_threads(n=None):
     call it; a notebook calls it in its first cell.
     """
     import ctypes
-    import os
-    import sys
+    import warnings
     from ._compat import set_default_threads
     if n is None:
         n = set_default_threads()
@@ -49,12 +48,11 @@ def configure_threads(n=None):
         raise ValueError(f"configure_threads: n must be a positive integer, got {n!r}") from None
     if n < 1:
         raise ValueError(f"configure_threads: n must be a positive integer, got {n}")
-    before = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    mxnet = sys.modules.get("mxnet")
+    before = _os.environ.get("OMP_NUM_THREADS")
+    _os.environ["OMP_NUM_THREADS"] = str(n)
+    mxnet = _sys.modules.get("mxnet")
     if mxnet is not None:
         if before != str(n) and _MXNET_THREADS_AT_LOAD != str(n):
-            import warnings
             warnings.warn(
                 f"configure_threads({n}): MXNet was loaded with OMP_NUM_THREADS="
                 f"{_MXNET_THREADS_AT_LOAD or 'not set by fr_lib'}; its engine threads "

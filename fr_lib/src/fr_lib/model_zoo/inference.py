@@ -192,7 +192,6 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
         raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
     requested = engine
     if engine == "fused":  # the old name of 'native' (fr_lib's one engine vocabulary)
-        import warnings
         warnings.warn("prepare_for_inference(engine='fused') is deprecated: "
                       "use engine='native'", DeprecationWarning, stacklevel=2)
         engine = "native"
