@@ -1,19 +1,19 @@
 """Every number in a section's prose is computed, a setting, or explained.
 
-The rule (see book/prose_numbers.yml for the allow-list): a number literal in
+The rule (see book/prose_numbers/*.yml for the allow-lists): a number literal in
 a markdown cell, outside ``$math$``, code spans, roles and link targets, must be
 
 (a) a ``{glue:...}`` role (then a ``glue('name', ...)`` call in the same
     notebook must produce that name), or
 (b) a literal that appears in the notebook's code cells (a setting such as
     ``m=0.5``, ``112``, ``batch_size = 64``), or
-(c) listed for that notebook in ``book/prose_numbers.yml`` with a reason
+(c) listed for that notebook in a ``book/prose_numbers/*.yml`` file with a reason
     (a paper's figure with its citation, a definition, arithmetic), or
 (d) exempt: a year (1900-2099), ``第 N 章/节/步/层...`` ordinals, and
     integers 0-10 used as counts — unless the number carries a measurement
     unit (%, 倍, ×, °, 秒, s, ms, 个百分点), which is never exempt.
 
-Notebooks under ``pending:`` in the yml are expected to fail (strict xfail),
+Notebooks under ``pending:`` in those files are expected to fail (strict xfail),
 so progress is visible and a fixed notebook must leave the list.
 """
 import json
@@ -25,7 +25,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / 'book'
-ALLOW = BOOK / 'prose_numbers.yml'
+ALLOW = BOOK / 'prose_numbers'   # one file per chapter (or per section)
 NOTEBOOKS = sorted(p for p in BOOK.rglob('*.ipynb')
                    if '_build' not in p.parts and '.ipynb_checkpoints'
                    not in p.parts)
@@ -56,10 +56,19 @@ CLAIM = re.compile(r'(?:约|大约|≈|(?<!方)差|误差|准确率|精度|达�
 
 
 def _load_allow():
-    data = yaml.safe_load(ALLOW.read_text(encoding='utf-8')) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f'{ALLOW}: expected a mapping')
-    return data
+    """Merge every ``book/prose_numbers/*.yml``: a notebook may appear in one."""
+    merged = {'notebooks': {}, 'pending': []}
+    for path in sorted(ALLOW.glob('*.yml')):
+        data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f'{path}: expected a mapping')
+        for rel, entries in (data.get('notebooks') or {}).items():
+            if rel in merged['notebooks']:
+                raise ValueError(f'{path}: {rel} is already listed in '
+                                 'another prose_numbers file')
+            merged['notebooks'][rel] = entries
+        merged['pending'] += list(data.get('pending') or [])
+    return merged
 
 
 def _cells(nb_path):
@@ -145,12 +154,12 @@ def test_prose_numbers(nb_path):
     entries = (allow.get('notebooks') or {}).get(rel) or {}
     for number, reason in entries.items():
         assert isinstance(reason, str) and reason.strip(), (
-            f'{ALLOW}: {rel} -> {number} needs a reason')
+            f'{ALLOW}/*.yml: {rel} -> {number} needs a reason')
     bad, missing = prose_findings(nb_path, entries.keys())
     assert not missing, (f'{rel}: {{glue}} keys without a glue() call: '
                          f'{missing}')
     assert not bad, (f'{rel}: numbers in prose neither glued, in code, nor in '
-                     f'{ALLOW.name} ({len(bad)}):\n' + '\n'.join(bad))
+                     f'book/prose_numbers/*.yml ({len(bad)}):\n' + '\n'.join(bad))
 
 
 def test_rule_catches_examples():
