@@ -15,7 +15,8 @@ said otherwise):
 
 - ``baseline``: ``net.hybridize()`` -- what a plain Gluon user writes;
 - ``gluon-prelu``: as ``baseline`` with ``nn.PReLU`` instead of fr_lib's
-  fast PReLU;
+  PReLU formula (both MXNet operators: since the native backend became
+  explicit, an unconverted network never traces ``fr_prelu``);
 - ``mxnet-threads``: as ``baseline`` with MXNet's own default thread count
   (half the cores);
 - ``static``: ``hybridize(static_alloc=True, static_shape=True)``;
@@ -28,14 +29,14 @@ said otherwise):
   folded, one memory layout, PReLU and residual applied in registers),
   verified on the batch; for IResNet-50 the MXNet settings below;
 - ``prepared-mxnet``: ``prepare_for_inference(..., engine='mxnet')``: static
-  memory, oneDNN fusion verified on the batch, the native ``fr_prelu``;
+  memory, oneDNN fusion verified on the batch, PReLU as ``max(x, alpha x)``
+  (MXNet operators only);
 - ``prepared+passive``: ``prepared-mxnet`` with ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP
   threads sleep instead of spinning; can help when other processes share
   the cores);
-- ``prepared-no-native``: ``prepared`` with ``FR_LIB_NATIVE=0`` (no fused
-  operator, PReLU from MXNet operators instead of fr_lib's native
-  ``fr_prelu``; every other setting uses the native PReLU, fr_lib's default
-  on CPU);
+- ``prepared-no-native``: ``prepared`` with ``FR_LIB_NATIVE=0`` (the
+  library is never loaded, so ``engine='auto'`` means the MXNet settings:
+  the same as ``prepared-mxnet``, as a check of the fallback);
 - ``onnxruntime``: not MXNet: the model exported with
   :func:`fr_lib.deploy.export_onnx` and run by onnxruntime
   (:class:`fr_lib.deploy.OnnxEmbedder`, same threads) -- a reference for

@@ -12,12 +12,29 @@ def root():
     return ROOT
 
 
+_ENGINE = {"mode": "fallback"}
+
+
 @pytest.fixture(params=["native", "fallback"])
 def native_mode(request):
-    """Run a test with fr_lib's native CPU operators and with the pure-MXNet
-    formulas they replace (both must match the independent references)."""
+    """Run a test with fr_lib's native CPU forms of its blocks and with the
+    MXNet formulas they replace (both must match the independent
+    references). The test converts the blocks it builds with
+    :func:`engine_block`; fr_lib itself has no global switch."""
     from fr_lib import ops
     if request.param == "native" and not ops.available():
         pytest.skip("fr_lib native operators unavailable (no C++ compiler?)")
-    with ops.native_ops(request.param == "native"):
+    _ENGINE["mode"] = request.param
+    try:
         yield request.param
+    finally:
+        _ENGINE["mode"] = "fallback"
+
+
+def engine_block(block):
+    """``block`` converted to its native form when the running test is in
+    the fixture's ``'native'`` mode, else unchanged."""
+    if _ENGINE["mode"] == "native":
+        from fr_lib.native import to_native
+        to_native(block, "native")
+    return block

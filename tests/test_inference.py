@@ -13,7 +13,6 @@ from fr_lib.model_zoo.inference import inference_prelu_forward
 from numeric_helpers import randomise_backbone
 
 # With fr_lib's native PReLU (fr_lib.ops) and with the MXNet-operator forms.
-pytestmark = pytest.mark.usefixtures("native_mode")
 
 
 def _pair(name, seed=0, alpha_range=(0.0, 1.0)):
@@ -43,6 +42,8 @@ def test_prepared_network_matches_plain(name, backend, verify, engine, native_mo
     plain, fast = _pair(name)
     x = mx.nd.array(np.random.RandomState(2).uniform(-1, 1, (4, 3, 112, 112)))
     ref = plain(x).asnumpy()
+    if native_mode == "fallback":  # the MXNet settings only
+        engine = "mxnet"
     prepare_for_inference(fast, x if verify else None, backend=backend, engine=engine)
     if name == "mobilefacenet" and engine == "auto" and native_mode == "native":
         assert fast.inference_backend == "fused" and fast.fused is not None

@@ -11,6 +11,7 @@ from mxnet import autograd
 import fr_lib
 from fr_lib.loss import (AdaFaceLoss, ArcFaceLoss, CircleLoss, CosFaceLoss,
                          CurricularFaceLoss, MagFaceLoss, SubCenterArcFaceLoss)
+from conftest import engine_block as _E
 from numeric_helpers import numeric_grad
 
 # Every test runs with the native operator (fr_lib.ops) and without it.
@@ -115,24 +116,24 @@ CURRICULAR_T = 0.3      # a non-zero t, so that the t term is tested
 ADA_STATS = (30.0, 15.0)  # μ, σ: norms in [5, 120] span the whole clip range
 
 CASES = [
-    Case("subcenter_arcface", lambda: SubCenterArcFaceLoss(),
+    Case("subcenter_arcface", lambda: _E(SubCenterArcFaceLoss()),
          ref_subcenter, 64.0, k=3),
-    Case("subcenter_k2_easy", lambda: SubCenterArcFaceLoss(s=30.0, m=0.3, k=2,
-                                                           easy_margin=True),
+    Case("subcenter_k2_easy", lambda: _E(SubCenterArcFaceLoss(s=30.0, m=0.3, k=2,
+                                                           easy_margin=True)),
          lambda c, y, n: ref_subcenter(c, y, n, s=30.0, m=0.3, k=2, easy_margin=True),
          30.0, k=2),
-    Case("curricularface", lambda: CurricularFaceLoss(t=CURRICULAR_T),
+    Case("curricularface", lambda: _E(CurricularFaceLoss(t=CURRICULAR_T)),
          lambda c, y, n: ref_curricular(c, y, n, t=CURRICULAR_T), 64.0),
-    Case("magface", lambda: MagFaceLoss(), ref_magface, 64.0, norms=True),
-    Case("magface_easy", lambda: MagFaceLoss(s=32.0, l_m=0.2, u_m=0.6, lambda_g=5.0,
-                                             easy_margin=True),
+    Case("magface", lambda: _E(MagFaceLoss()), ref_magface, 64.0, norms=True),
+    Case("magface_easy", lambda: _E(MagFaceLoss(s=32.0, l_m=0.2, u_m=0.6, lambda_g=5.0,
+                                             easy_margin=True)),
          lambda c, y, n: ref_magface(c, y, n, s=32.0, l_m=0.2, u_m=0.6, lambda_g=5.0,
                                      easy_margin=True), 32.0, norms=True),
-    Case("adaface", lambda: AdaFaceLoss(batch_mean=ADA_STATS[0], batch_std=ADA_STATS[1]),
+    Case("adaface", lambda: _E(AdaFaceLoss(batch_mean=ADA_STATS[0], batch_std=ADA_STATS[1])),
          lambda c, y, n: ref_adaface(c, y, n, mu=ADA_STATS[0], sigma=ADA_STATS[1]),
          64.0, norms=True),
-    Case("circle", lambda: CircleLoss(), ref_circle, 256.0),
-    Case("circle_small", lambda: CircleLoss(gamma=32.0, m=0.4),
+    Case("circle", lambda: _E(CircleLoss()), ref_circle, 256.0),
+    Case("circle_small", lambda: _E(CircleLoss(gamma=32.0, m=0.4)),
          lambda c, y, n: ref_circle(c, y, n, gamma=32.0, m=0.4), 32.0),
 ]
 IDS = [case.name for case in CASES]
@@ -170,7 +171,7 @@ def _value_and_grad(loss, cos, labels, norm, dtype, train=False):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_forward_matches_numpy(case, batch, classes, dtype, atol):
     cos, labels, norm = _inputs(case, batch, classes, dtype, seed=batch + classes)
-    got = case.make()(mx.nd.array(cos, dtype=dtype), mx.nd.array(labels, dtype=dtype),
+    got = _E(case.make())(mx.nd.array(cos, dtype=dtype), mx.nd.array(labels, dtype=dtype),
                       *_extra(norm, dtype))
     assert got.dtype == dtype and got.shape == (batch,)
     expected = case.ref(cos, labels, norm)
@@ -182,7 +183,7 @@ def test_forward_matches_numpy(case, batch, classes, dtype, atol):
 def test_batch_of_one_class(case):
     cos, _, norm = _inputs(case, 9, 4, np.float64, seed=3)
     labels = np.full(9, 2)
-    got = case.make()(mx.nd.array(cos, dtype="float64"), mx.nd.array(labels),
+    got = _E(case.make())(mx.nd.array(cos, dtype="float64"), mx.nd.array(labels),
                       *_extra(norm, "float64"))
     np.testing.assert_allclose(got.asnumpy(), case.ref(cos, labels, norm), rtol=1e-10,
                                atol=1e-12)
@@ -224,7 +225,7 @@ def test_subcenter_backward_matches_finite_differences():
     assert (top2[:, :, 1] - top2[:, :, 0]).min() > 1e-4
     best = grouped.max(axis=2)[rows, labels]
     assert _far_from(best, [math.cos(math.pi - 0.5)])
-    grads = _check_fd(SubCenterArcFaceLoss(), cos, labels)
+    grads = _check_fd(_E(SubCenterArcFaceLoss()), cos, labels)
     # only the winning sub-centre of each class gets a gradient
     assert ((grads[0].reshape(8, 4, k) != 0).sum(axis=2) <= 1).all()
 
@@ -240,7 +241,7 @@ def test_curricularface_backward_matches_finite_differences():
     assert np.abs(cos - bound[:, None]).min() > 1e-4
     hard = (cos > bound[:, None]).sum() - (cos[rows, labels] > bound).sum()
     assert hard >= 5, "the test needs hard negatives"
-    _check_fd(CurricularFaceLoss(t=CURRICULAR_T), cos, labels)
+    _check_fd(_E(CurricularFaceLoss(t=CURRICULAR_T)), cos, labels)
 
 
 def test_magface_backward_matches_finite_differences_also_in_norm():
@@ -253,7 +254,7 @@ def test_magface_backward_matches_finite_differences_also_in_norm():
     norm = np.array([15.0, 130.0, 40.0, 100.0, 5.0, 70.0, 25.0, 55.0])
     margin = 0.45 + 0.35 * (np.clip(norm, 10, 110) - 10) / 100
     assert _far_from(np.arccos(SAFE_TARGETS) + margin, [np.pi])
-    loss = MagFaceLoss()
+    loss = _E(MagFaceLoss())
     grads = _check_fd(loss, cos, labels, norm)
 
     def total(n):
@@ -277,7 +278,7 @@ def test_adaface_backward_matches_finite_differences_and_stops_at_norm():
     z = np.clip((norm - mu) / (sigma / 0.333), -1, 1)
     angle = np.arccos(SAFE_TARGETS) - 0.4 * z
     assert _far_from(angle, [0.0, np.pi]) and _far_from(z, [-1.0, 1.0])
-    grads = _check_fd(AdaFaceLoss(batch_mean=mu, batch_std=sigma), cos, labels, norm)
+    grads = _check_fd(_E(AdaFaceLoss(batch_mean=mu, batch_std=sigma)), cos, labels, norm)
     assert not grads[1].any(), "AdaFace detaches the norms"
 
 
@@ -287,7 +288,7 @@ def test_circle_backward_matches_finite_differences_with_frozen_weights():
     labels = rng.randint(0, 5, size=8)
     cos[np.arange(8), labels] = SAFE_TARGETS
     assert _far_from(cos, [-0.25])  # α_n's hinge at s_n = −m
-    loss = CircleLoss(gamma=32.0)
+    loss = _E(CircleLoss(gamma=32.0))
     _, grads = _value_and_grad(loss, cos, labels, None, np.float64)
     # the paper's gradient treats α as constants: differentiate the
     # reference with α frozen at the evaluation point
@@ -310,7 +311,7 @@ def test_cosine_at_and_beyond_one_is_finite(case, dtype):
     cos = np.repeat(EXTREME, case.k, axis=1)  # every sub-centre the same
     norm = np.array([1e-3, 10.0, 60.0, 150.0]) if case.norms else None
     labels = [0, 0, 0, 0]
-    value, grads = _value_and_grad(case.make(), cos, labels, norm, dtype)
+    value, grads = _value_and_grad(_E(case.make()), cos, labels, norm, dtype)
     assert np.isfinite(value).all() and all(np.isfinite(g).all() for g in grads)
     if dtype == np.float64:
         np.testing.assert_allclose(value, case.ref(cos, labels, norm), rtol=1e-5,
@@ -328,15 +329,15 @@ def _ce_by_hand(target, others):
 
 @pytest.mark.parametrize("row", [[-0.95, 0.2, 0.1], [-0.5, 0.9, -0.2], [0.7, 0.1, 0.3]])
 def test_subcenter_with_one_centre_is_arcface(row):
-    arc = _loss1(ArcFaceLoss(), row)
-    assert _loss1(SubCenterArcFaceLoss(k=1), row) == pytest.approx(arc, rel=1e-12)
+    arc = _loss1(_E(ArcFaceLoss()), row)
+    assert _loss1(_E(SubCenterArcFaceLoss(k=1)), row) == pytest.approx(arc, rel=1e-12)
     # three sub-centres per class, the best one equal to the ArcFace row
     grouped = [v for c in row for v in (c - 0.3, c, c - 0.1)]
-    assert _loss1(SubCenterArcFaceLoss(k=3), grouped) == pytest.approx(arc, rel=1e-12)
+    assert _loss1(_E(SubCenterArcFaceLoss(k=3)), grouped) == pytest.approx(arc, rel=1e-12)
 
 
 def test_curricularface_by_hand():
-    loss = CurricularFaceLoss(s=1.0, m=0.5, t=0.2)
+    loss = _E(CurricularFaceLoss(s=1.0, m=0.5, t=0.2))
     # θ_y = acos(0.6) = 0.9273, cos(θ_y + 0.5) = 0.1426: the 0.5 negative is
     # hard, 0.5·(0.2 + 0.5) = 0.35; the 0.1 negative is easy and stays 0.1
     target = math.cos(math.acos(0.6) + 0.5)
@@ -352,11 +353,11 @@ def test_curricularface_by_hand():
     assert _loss1(loss, [-0.97, -0.98, 0.2]) == pytest.approx(expected, rel=1e-12)
     # no hard negative and t irrelevant: plain ArcFace
     assert _loss1(loss, [0.9, -0.2, 0.1]) == pytest.approx(
-        _loss1(ArcFaceLoss(s=1.0, m=0.5), [0.9, -0.2, 0.1]), rel=1e-12)
+        _loss1(_E(ArcFaceLoss(s=1.0, m=0.5)), [0.9, -0.2, 0.1]), rel=1e-12)
 
 
 def test_magface_by_hand():
-    loss = MagFaceLoss(s=2.0)
+    loss = _E(MagFaceLoss(s=2.0))
     # a = 60: m = 0.45 + 0.35·50/100 = 0.625; g = 1/60 + 60/110²
     target = math.cos(math.acos(0.4) + 0.625)
     expected = _ce_by_hand(2 * target, [2 * 0.1]) + 35 * (1 / 60 + 60 / 110 ** 2)
@@ -366,18 +367,18 @@ def test_magface_by_hand():
     expected = _ce_by_hand(2 * target, [2 * 0.1]) + 35 * 2 / 110
     assert _loss1(loss, [0.4, 0.1], 0, 300.0) == pytest.approx(expected, rel=1e-12)
     # constant margin, no regulariser: ArcFace
-    flat = MagFaceLoss(s=64.0, l_m=0.5, u_m=0.5, lambda_g=0.0)
+    flat = _E(MagFaceLoss(s=64.0, l_m=0.5, u_m=0.5, lambda_g=0.0))
     row = [-0.95, 0.3, 0.2]
-    assert _loss1(flat, row, 0, 42.0) == pytest.approx(_loss1(ArcFaceLoss(), row),
+    assert _loss1(flat, row, 0, 42.0) == pytest.approx(_loss1(_E(ArcFaceLoss()), row),
                                                        rel=1e-12)
 
 
 def test_adaface_by_hand():
-    loss = AdaFaceLoss(s=1.0, m=0.4, h=1.0, batch_mean=20.0, batch_std=10.0)
+    loss = _E(AdaFaceLoss(s=1.0, m=0.4, h=1.0, batch_mean=20.0, batch_std=10.0))
     row, c = [0.3, 0.1], 0.3
     # ‖z‖ = μ: ẑ = 0, no angular margin, additive m: CosFace
     assert _loss1(loss, row, 0, 20.0) == pytest.approx(
-        _loss1(CosFaceLoss(s=1.0, m=0.4), row), rel=1e-9)
+        _loss1(_E(CosFaceLoss(s=1.0, m=0.4)), row), rel=1e-9)
     # ‖z‖ = 24: ẑ = 4/(10/1) = 0.4, g_angle = −0.16, g_add = 0.56
     target = math.cos(math.acos(c) - 0.16) - 0.56
     assert _loss1(loss, row, 0, 24.0) == pytest.approx(_ce_by_hand(target, [0.1]),
@@ -391,14 +392,14 @@ def test_adaface_by_hand():
     assert _loss1(loss, [0.99, 0.1], 0, 90.0) == pytest.approx(
         _ce_by_hand(target, [0.1]), rel=1e-9)
     # h scales the standardised norm: h = 0.5 halves ẑ (0.4 -> 0.2)
-    half = AdaFaceLoss(s=1.0, m=0.4, h=0.5, batch_mean=20.0, batch_std=10.0)
+    half = _E(AdaFaceLoss(s=1.0, m=0.4, h=0.5, batch_mean=20.0, batch_std=10.0))
     target = math.cos(math.acos(c) - 0.08) - 0.48
     assert _loss1(half, row, 0, 24.0) == pytest.approx(_ce_by_hand(target, [0.1]),
                                                        rel=1e-9)
 
 
 def test_circle_by_hand():
-    loss = CircleLoss(gamma=2.0, m=0.25)
+    loss = _E(CircleLoss(gamma=2.0, m=0.25))
     # s_p = 0.5: α_p = 0.75, s_p − Δ_p = −0.25; s_n = 0.2: α_n = 0.45,
     # s_n − Δ_n = −0.05; s_n = −0.6: α_n = 0 (past its optimum, no push)
     expected = math.log(1 + (math.exp(2 * 0.45 * -0.05) + math.exp(0.0))
@@ -407,13 +408,13 @@ def test_circle_by_hand():
     # one class: no negatives, nothing to separate
     assert _loss1(loss, [0.5]) == 0.0
     # γ = 256 and a hopeless row stay finite (and linear in the gap)
-    big = _loss1(CircleLoss(), [-1.0, 1.0, 1.0])
+    big = _loss1(_E(CircleLoss()), [-1.0, 1.0, 1.0])
     assert np.isfinite(big) and big > 100
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_bad_labels_raise(case):
-    loss = case.make()
+    loss = _E(case.make())
     cos = mx.nd.array(np.repeat([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]], case.k, axis=1))
     extra = [mx.nd.array([20.0, 30.0])] if case.norms else []
     with pytest.raises(ValueError, match=r"label 3 is out of range for 3 classes"):
@@ -430,16 +431,16 @@ def test_bad_labels_raise(case):
 
 def test_subcenter_columns_must_divide_by_k():
     with pytest.raises(ValueError, match=r"7 columns, not divisible by k=3"):
-        SubCenterArcFaceLoss(k=3)(mx.nd.ones((2, 7)) * 0.1, mx.nd.array([0, 1]))
+        _E(SubCenterArcFaceLoss(k=3))(mx.nd.ones((2, 7)) * 0.1, mx.nd.array([0, 1]))
 
 
 @pytest.mark.parametrize("cls", [MagFaceLoss, AdaFaceLoss])
 def test_norm_input_is_checked(cls):
     cos, labels = mx.nd.array([[0.1, 0.2], [0.3, 0.4]]), mx.nd.array([0, 1])
     with pytest.raises(ValueError, match=r"expected 2 embedding norms"):
-        cls()(cos, labels, mx.nd.array([20.0, 30.0, 40.0]))
+        _E(cls())(cos, labels, mx.nd.array([20.0, 30.0, 40.0]))
     with pytest.raises(TypeError, match=r"needs the embedding norms"):
-        cls()(cos, labels)
+        _E(cls())(cos, labels)
     assert cls.extra_inputs == ("norm",)
 
 
@@ -449,7 +450,7 @@ def test_float16_is_computed_in_float32(case):
     half = mx.nd.array(cos, dtype="float16")
     half.attach_grad()
     with autograd.record(train_mode=False):
-        got = case.make()(half, mx.nd.array(labels, dtype="float16"),
+        got = _E(case.make())(half, mx.nd.array(labels, dtype="float16"),
                           *_extra(norm, "float16"))
     got.backward()
     assert got.dtype == np.float32
@@ -457,7 +458,7 @@ def test_float16_is_computed_in_float32(case):
     # the same fp16-rounded inputs in float32 give the same loss
     rounded = [None if v is None else v.astype(np.float16).astype(np.float32)
                for v in (cos, norm)]
-    single = case.make()(mx.nd.array(rounded[0]), mx.nd.array(labels),
+    single = _E(case.make())(mx.nd.array(rounded[0]), mx.nd.array(labels),
                          *_extra(rounded[1], "float32")).asnumpy()
     np.testing.assert_allclose(got.asnumpy(), single, rtol=1e-6, atol=1e-6)
 
@@ -467,7 +468,7 @@ def test_float16_is_computed_in_float32(case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_hybridized_equals_imperative(case, dtype):
-    imperative, hybrid = case.make(), case.make()
+    imperative, hybrid = _E(case.make()), _E(case.make())
     hybrid.hybridize()
     for seed in range(3):  # later calls run the cached graph
         cos, labels, norm = _inputs(case, 6, 5, dtype, seed)
@@ -488,7 +489,7 @@ def _train_call(loss, cos, labels, norm):
 
 
 def test_curricularface_t_advances_identically_when_hybridized():
-    imperative, hybrid = CurricularFaceLoss(), CurricularFaceLoss()
+    imperative, hybrid = _E(CurricularFaceLoss()), _E(CurricularFaceLoss())
     hybrid.hybridize()
     t = 0.0  # the paper's t(0)
     for step in range(4):
@@ -521,7 +522,7 @@ def test_curricularface_t_advances_identically_when_hybridized():
 
 
 def test_adaface_statistics_advance_identically_when_hybridized():
-    imperative, hybrid = AdaFaceLoss(), AdaFaceLoss()
+    imperative, hybrid = _E(AdaFaceLoss()), _E(AdaFaceLoss())
     hybrid.hybridize()
     mu, sigma = 20.0, 100.0  # the authors' initial values
     assert (hybrid.batch_mean, hybrid.batch_std) == (mu, sigma)
@@ -554,12 +555,12 @@ def test_adaface_statistics_advance_identically_when_hybridized():
 def test_state_can_be_passed_explicitly():
     cos, labels, norm = _inputs(CASES[5], 4, 5, np.float64, seed=8)
     x, y = mx.nd.array(cos, dtype="float64"), mx.nd.array(labels)
-    curricular = CurricularFaceLoss()
+    curricular = _E(CurricularFaceLoss())
     with autograd.record():  # a given t is used as it is, never updated
         got = curricular(x, y, mx.nd.array([0.4], dtype="float64")).asnumpy()
     assert curricular.t == 0.0
     np.testing.assert_allclose(got, ref_curricular(cos, labels, None, t=0.4), rtol=1e-10)
-    ada = AdaFaceLoss()
+    ada = _E(AdaFaceLoss())
     with autograd.record():
         got = ada(x, y, mx.nd.array(norm, dtype="float64"),
                   mx.nd.array([25.0], dtype="float64"),
@@ -574,21 +575,21 @@ def test_state_can_be_passed_explicitly():
 # ---- hyper-parameters and registry ------------------------------------------
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: SubCenterArcFaceLoss(k=0), "k must be an integer >= 1"),
-    (lambda: SubCenterArcFaceLoss(k=2.5), "k must be an integer >= 1"),
-    (lambda: SubCenterArcFaceLoss(m=4.0), "margin m"),
-    (lambda: CurricularFaceLoss(m=-0.1), "margin m"),
-    (lambda: CurricularFaceLoss(alpha=0), "alpha"),
-    (lambda: MagFaceLoss(l_a=120.0), "l_a"),
-    (lambda: MagFaceLoss(l_m=0.9), "l_m"),
-    (lambda: MagFaceLoss(lambda_g=-1), "lambda_g"),
-    (lambda: AdaFaceLoss(h=0), "h must be positive"),
-    (lambda: AdaFaceLoss(m=2.0), "margin m"),
-    (lambda: AdaFaceLoss(alpha=1.5), "alpha"),
-    (lambda: AdaFaceLoss(batch_std=0.0), "batch_std"),
-    (lambda: CircleLoss(gamma=0), "gamma"),
-    (lambda: CircleLoss(m=1.0), "margin m"),
-    (lambda: MagFaceLoss(s=-1), "scale s"),
+    (lambda: _E(SubCenterArcFaceLoss(k=0)), "k must be an integer >= 1"),
+    (lambda: _E(SubCenterArcFaceLoss(k=2.5)), "k must be an integer >= 1"),
+    (lambda: _E(SubCenterArcFaceLoss(m=4.0)), "margin m"),
+    (lambda: _E(CurricularFaceLoss(m=-0.1)), "margin m"),
+    (lambda: _E(CurricularFaceLoss(alpha=0)), "alpha"),
+    (lambda: _E(MagFaceLoss(l_a=120.0)), "l_a"),
+    (lambda: _E(MagFaceLoss(l_m=0.9)), "l_m"),
+    (lambda: _E(MagFaceLoss(lambda_g=-1)), "lambda_g"),
+    (lambda: _E(AdaFaceLoss(h=0)), "h must be positive"),
+    (lambda: _E(AdaFaceLoss(m=2.0)), "margin m"),
+    (lambda: _E(AdaFaceLoss(alpha=1.5)), "alpha"),
+    (lambda: _E(AdaFaceLoss(batch_std=0.0)), "batch_std"),
+    (lambda: _E(CircleLoss(gamma=0)), "gamma"),
+    (lambda: _E(CircleLoss(m=1.0)), "margin m"),
+    (lambda: _E(MagFaceLoss(s=-1)), "scale s"),
 ])
 def test_invalid_hyperparameters(make, match):
     with pytest.raises(ValueError, match=match):

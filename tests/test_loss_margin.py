@@ -10,6 +10,7 @@ from mxnet import autograd
 import fr_lib
 from fr_lib.loss import (ArcFaceLoss, CombinedMarginLoss, CosFaceLoss,
                          NormFaceLoss, SphereFaceLoss)
+from conftest import engine_block as _E
 from numeric_helpers import numeric_grad
 
 # Every test runs with the native operator (fr_lib.ops) and without it.
@@ -117,7 +118,7 @@ def _value_and_grad(loss, cos, labels, dtype):
 @pytest.mark.parametrize("_, cls, kwargs, ref, ref_kw", CASES, ids=IDS)
 def test_forward_matches_numpy(_, cls, kwargs, ref, ref_kw, shape, dtype, atol):
     cos, labels = _inputs(shape, dtype, seed=sum(shape))
-    got = cls(**kwargs)(mx.nd.array(cos, dtype=dtype), mx.nd.array(labels, dtype=dtype))
+    got = _E(cls(**kwargs))(mx.nd.array(cos, dtype=dtype), mx.nd.array(labels, dtype=dtype))
     assert got.dtype == dtype and got.shape == (shape[0],)
     expected = ref_loss(cos, labels, kwargs["s"], ref, **ref_kw)
     # atol: the logits reach s = 64, so float32 log_softmax is exact to ~1e-5
@@ -140,7 +141,7 @@ def test_backward_matches_finite_differences(_, cls, kwargs, ref, ref_kw):
     cos = rng.uniform(-0.95, 0.95, size=(len(SAFE_TARGETS), 5))
     labels = rng.randint(0, 5, size=len(SAFE_TARGETS))
     cos[np.arange(len(labels)), labels] = SAFE_TARGETS
-    loss = cls(**kwargs)
+    loss = _E(cls(**kwargs))
     _, grad = _value_and_grad(loss, cos, labels, np.float64)
 
     def total(c):
@@ -162,7 +163,7 @@ EXTREME = [[1.0, -1.0, 0.3],          # perfect match
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("_, cls, kwargs, ref, ref_kw", CASES, ids=IDS)
 def test_cosine_at_and_beyond_one_is_finite(_, cls, kwargs, ref, ref_kw, dtype):
-    value, grad = _value_and_grad(cls(**kwargs), np.array(EXTREME), [0, 0, 0, 0], dtype)
+    value, grad = _value_and_grad(_E(cls(**kwargs)), np.array(EXTREME), [0, 0, 0, 0], dtype)
     assert np.isfinite(value).all() and np.isfinite(grad).all()
     if dtype == np.float64:
         expected = ref_loss(EXTREME, [0, 0, 0, 0], kwargs["s"], ref, **ref_kw)
@@ -179,7 +180,7 @@ def _ce_by_hand(target, others):
 
 
 def test_arcface_fallback_beyond_pi_by_hand():
-    loss = ArcFaceLoss(s=1.0, m=0.5)
+    loss = _E(ArcFaceLoss(s=1.0, m=0.5))
     # θ = acos(−0.95) = 2.824 > π − 0.5 = 2.642: the fallback cos θ − sin(π−m)·m
     target = -0.95 - math.sin(math.pi - 0.5) * 0.5          # −1.18971
     assert _loss1(loss, [-0.95, 0.2]) == pytest.approx(_ce_by_hand(target, [0.2]), rel=1e-12)
@@ -187,12 +188,12 @@ def test_arcface_fallback_beyond_pi_by_hand():
     target = math.cos(math.acos(-0.8) + 0.5)                 # −0.98999
     assert _loss1(loss, [-0.8, 0.2]) == pytest.approx(_ce_by_hand(target, [0.2]), rel=1e-12)
     # easy margin: no margin at all once cos θ <= 0
-    easy = ArcFaceLoss(s=1.0, m=0.5, easy_margin=True)
+    easy = _E(ArcFaceLoss(s=1.0, m=0.5, easy_margin=True))
     assert _loss1(easy, [-0.8, 0.2]) == pytest.approx(_ce_by_hand(-0.8, [0.2]), rel=1e-12)
 
 
 def test_combined_fallback_by_hand():
-    loss = CombinedMarginLoss(s=2.0, m1=1.2, m2=0.3, m3=0.2)
+    loss = _E(CombinedMarginLoss(s=2.0, m1=1.2, m2=0.3, m3=0.2))
     # θ = acos(−0.9) = 2.691; 1.2·θ + 0.3 = 3.529 > π. Threshold angle
     # θt = (π − 0.3)/1.2 = 2.368, shift there δ = 0.2·θt + 0.3 = 0.7736.
     theta_t = (math.pi - 0.3) / 1.2
@@ -207,15 +208,15 @@ def test_combined_fallback_by_hand():
 
 @pytest.mark.parametrize("row", [[-0.95, 0.2, 0.1], [-0.5, 0.9, -0.2], [0.7, 0.1, 0.3]])
 def test_combined_reduces_to_arcface_and_cosface(row):
-    arc = _loss1(ArcFaceLoss(s=64.0, m=0.5), row)
-    assert _loss1(CombinedMarginLoss(s=64.0, m1=1, m2=0.5, m3=0), row) == pytest.approx(arc)
-    cosface = _loss1(CosFaceLoss(s=64.0, m=0.35), row)
-    assert _loss1(CombinedMarginLoss(s=64.0, m1=1, m2=0, m3=0.35), row) == pytest.approx(cosface)
+    arc = _loss1(_E(ArcFaceLoss(s=64.0, m=0.5)), row)
+    assert _loss1(_E(CombinedMarginLoss(s=64.0, m1=1, m2=0.5, m3=0)), row) == pytest.approx(arc)
+    cosface = _loss1(_E(CosFaceLoss(s=64.0, m=0.35)), row)
+    assert _loss1(_E(CombinedMarginLoss(s=64.0, m1=1, m2=0, m3=0.35)), row) == pytest.approx(cosface)
 
 
 def test_sphereface_psi_by_hand():
     # m = 4, θ = 2π/3 (cos θ = −0.5): mθ = 8π/3, k = 2, ψ = cos(8π/3) − 4 = −4.5
-    loss = SphereFaceLoss(m=4, s=1.0, iteration=SPHERE_ITER)   # λ = 5
+    loss = _E(SphereFaceLoss(m=4, s=1.0, iteration=SPHERE_ITER))   # λ = 5
     target = (5 * -0.5 + -4.5) / 6
     assert _loss1(loss, [-0.5, 0.3]) == pytest.approx(_ce_by_hand(target, [0.3]), rel=1e-12)
 
@@ -224,14 +225,14 @@ def test_sphereface_psi_by_hand():
 def test_batch_of_one_class(_, cls, kwargs, ref, ref_kw):
     cos, _labels = _inputs((9, 4), np.float64, seed=3)
     labels = np.full(9, 2)
-    got = cls(**kwargs)(mx.nd.array(cos, dtype="float64"), mx.nd.array(labels))
+    got = _E(cls(**kwargs))(mx.nd.array(cos, dtype="float64"), mx.nd.array(labels))
     np.testing.assert_allclose(got.asnumpy(),
                                ref_loss(cos, labels, kwargs["s"], ref, **ref_kw), rtol=1e-5)
 
 
 @pytest.mark.parametrize("_, cls, kwargs, ref, ref_kw", CASES, ids=IDS)
 def test_bad_labels_raise(_, cls, kwargs, ref, ref_kw):
-    loss = cls(**kwargs)
+    loss = _E(cls(**kwargs))
     cos = mx.nd.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]])
     with pytest.raises(ValueError, match=r"label 3 is out of range for 3 classes"):
         loss(cos, mx.nd.array([0, 3]))
@@ -251,16 +252,16 @@ def test_float16_is_computed_in_float32(_, cls, kwargs, ref, ref_kw):
     half = mx.nd.array(cos, dtype="float16")
     half.attach_grad()
     with autograd.record(train_mode=False):
-        got = cls(**kwargs)(half, mx.nd.array(labels, dtype="float16"))
+        got = _E(cls(**kwargs))(half, mx.nd.array(labels, dtype="float16"))
     got.backward()
     assert got.dtype == np.float32
     assert half.grad.dtype == np.float16 and np.isfinite(half.grad.asnumpy()).all()
     # the same (fp16-rounded) cosines in float32 give the same loss ...
     rounded = cos.astype(np.float16).astype(np.float32)
-    single = cls(**kwargs)(mx.nd.array(rounded), mx.nd.array(labels)).asnumpy()
+    single = _E(cls(**kwargs))(mx.nd.array(rounded), mx.nd.array(labels)).asnumpy()
     np.testing.assert_allclose(got.asnumpy(), single, rtol=1e-6)
     # ... and the original cosines give a loss close to it
-    full = cls(**kwargs)(mx.nd.array(cos), mx.nd.array(labels)).asnumpy()
+    full = _E(cls(**kwargs))(mx.nd.array(cos), mx.nd.array(labels)).asnumpy()
     np.testing.assert_allclose(got.asnumpy(), full, rtol=2e-2, atol=0.1)
 
 
@@ -269,7 +270,7 @@ def test_float16_is_computed_in_float32(_, cls, kwargs, ref, ref_kw):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("_, cls, kwargs, ref, ref_kw", CASES, ids=IDS)
 def test_hybridized_equals_imperative(_, cls, kwargs, ref, ref_kw, dtype):
-    imperative, hybrid = cls(**kwargs), cls(**kwargs)
+    imperative, hybrid = _E(cls(**kwargs)), _E(cls(**kwargs))
     hybrid.hybridize()
     for seed in range(3):  # later calls run the cached graph
         cos, labels = _inputs((6, 5), dtype, seed)
@@ -284,7 +285,7 @@ LAMBDAS = [1000 / 1.12, 1000 / 1.24, 1000 / 1.36, 1000 / 1.48, 1000 / 1.60]
 
 
 def test_sphereface_lambda_advances_when_hybridized():
-    imperative, hybrid = SphereFaceLoss(), SphereFaceLoss()
+    imperative, hybrid = _E(SphereFaceLoss()), _E(SphereFaceLoss())
     hybrid.hybridize()
     cos, labels = _inputs((6, 5), np.float64, seed=5)
     values = []
@@ -309,20 +310,20 @@ def test_sphereface_lambda_advances_when_hybridized():
 
 
 def test_sphereface_lambda_floor():
-    loss = SphereFaceLoss(iteration=10 ** 4)
+    loss = _E(SphereFaceLoss(iteration=10 ** 4))
     assert loss.current_lambda == 5.0
-    assert SphereFaceLoss(base=1000, gamma=0.12).lambda_at(0) == 1000.0
+    assert _E(SphereFaceLoss(base=1000, gamma=0.12)).lambda_at(0) == 1000.0
 
 
 def test_invalid_hyperparameters():
     with pytest.raises(ValueError):
-        SphereFaceLoss(m=2.5)
+        _E(SphereFaceLoss(m=2.5))
     with pytest.raises(ValueError):
-        ArcFaceLoss(m=4.0)
+        _E(ArcFaceLoss(m=4.0))
     with pytest.raises(ValueError):
-        CombinedMarginLoss(m1=0)
+        _E(CombinedMarginLoss(m1=0))
     with pytest.raises(ValueError):
-        NormFaceLoss(s=0)
+        _E(NormFaceLoss(s=0))
 
 
 # ---- registry -----------------------------------------------------------------

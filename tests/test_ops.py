@@ -15,6 +15,7 @@ import fr_lib
 from fr_lib import ops
 from fr_lib.deploy import export_model
 from fr_lib.model_zoo import get_model
+from fr_lib.native import native_blocks, to_native
 from numeric_helpers import numeric_grad
 
 pytestmark = pytest.mark.skipif(not ops.available(),
@@ -251,21 +252,22 @@ def test_models_agree_with_and_without_native_ops(name):
     results = []
     for native in (True, False):
         mx.random.seed(0)
-        with ops.native_ops(native):
-            net = get_model(name, embedding_size=16)
-            net.initialize(mx.init.Xavier())
-            net.cast("float64")
-            net(x)  # deferred initialisation
-            for p in net.collect_params(".*alpha").values():
-                p.set_data(mx.nd.random.uniform(-0.2, 0.9, shape=p.shape,
-                                                dtype="float64"))
-            with autograd.record():
-                emb = net(x)
-                loss = (emb ** 2).sum()
-            loss.backward()
-            grads = {k[len(net.prefix):]: v.grad().asnumpy()
-                     for k, v in net.collect_params().items() if v.grad_req != "null"}
-            results.append((emb.asnumpy(), grads))
+        net = get_model(name, embedding_size=16)
+        net.initialize(mx.init.Xavier())
+        net.cast("float64")
+        net(x)  # deferred initialisation
+        for p in net.collect_params(".*alpha").values():
+            p.set_data(mx.nd.random.uniform(-0.2, 0.9, shape=p.shape,
+                                            dtype="float64"))
+        if native:
+            assert native_blocks(to_native(net, "native"))
+        with autograd.record():
+            emb = net(x)
+            loss = (emb ** 2).sum()
+        loss.backward()
+        grads = {k[len(net.prefix):]: v.grad().asnumpy()
+                 for k, v in net.collect_params().items() if v.grad_req != "null"}
+        results.append((emb.asnumpy(), grads))
     (e1, g1), (e2, g2) = results
     np.testing.assert_allclose(e1, e2, rtol=1e-9, atol=1e-12)
     assert g1.keys() == g2.keys()
@@ -277,7 +279,7 @@ def test_models_agree_with_and_without_native_ops(name):
 
 
 def test_export_never_contains_native_ops(tmp_path):
-    net = get_model("mobilefacenet", embedding_size=32)
+    net = to_native(get_model("mobilefacenet", embedding_size=32), "native")
     net.initialize()
     net.hybridize()
     x = mx.nd.random.uniform(shape=(2, 3, 112, 112))
@@ -335,6 +337,7 @@ def test_plain_export_of_every_backbone_loads_without_fr_lib(tmp_path):
         for pname, p in net.collect_params().items():
             if pname.endswith("gamma"):
                 p.set_data(p.data() * 0.5)
+        to_native(net, "native")  # what the trainer does on CPU
         net.hybridize()
         x = _export_input(name)
         y = net(x).asnumpy()
@@ -350,7 +353,7 @@ def test_plain_export_of_every_backbone_loads_without_fr_lib(tmp_path):
         assert (name in traced_native) == any(n["op"] == "fr_prelu" for n in graph)
         np.save(prefix + "-x.npy", x.asnumpy())
         np.save(prefix + "-y.npy", y)
-    # the case this guards: fr_lib's PReLU traces fr_prelu on CPU
+    # the case this guards: fr_lib's PReLU, converted, traces fr_prelu
     assert "mobilefacenet" in traced_native and "iresnet18" in traced_native
     json.dump(names, open(tmp_path / "names.json", "w"))
     env = dict(os.environ, FR_LIB_NATIVE="0", OMP_NUM_THREADS="1")

@@ -308,8 +308,10 @@ def test_sharded_softmax_equals_joined(name):
     (la, ga, ia, wa), (lb, gb, ib, wb) = out["joined"], out["sharded"]
     assert_array_equal(ia, ib)
     assert_allclose(lb, la, rtol=1e-5)
-    assert_allclose(gb, ga, rtol=1e-4, atol=1e-6 * np.abs(ga).max())
-    assert_allclose(wb, wa, rtol=1e-4, atol=1e-6 * np.abs(wa).max())
+    # float32 rounding of two MXNet formulations (the joined loss is the
+    # readable formula, no longer fr_margin_ce): 1e-5 of the largest entry
+    assert_allclose(gb, ga, rtol=1e-4, atol=1e-5 * np.abs(ga).max())
+    assert_allclose(wb, wa, rtol=1e-4, atol=1e-5 * np.abs(wa).max())
 
 
 def test_softmax_mode_choice():

@@ -384,12 +384,12 @@ def test_trainer_rejects_out_of_range_labels_naming_the_batch(tmp_path):
 
 _LABEL_SCRIPT = textwrap.dedent("""
     import numpy as np, mxnet as mx
-    from fr_lib import ops
     from fr_lib.loss import get_loss
+    from fr_lib.native import native_blocks, to_native
     cos = mx.nd.array(np.random.default_rng(0).uniform(-1, 1, (4, 10)))
     for name in ("arcface", "curricularface"):
         for hybrid in (False, True):
-            loss = get_loss(name, s=16)
+            loss = to_native(get_loss(name, s=16))  # native where it loads
             if hybrid:
                 loss.hybridize()
             for bad in (10, 12, -1):
@@ -406,7 +406,7 @@ _LABEL_SCRIPT = textwrap.dedent("""
                     named = any(w in text for w in ("out of range", "out of bound",
                                                     "not a class id"))
                     print(name, hybrid, bad, "ERROR", named, flush=True)
-    print("native", ops.use_native(), flush=True)
+    print("native", bool(native_blocks(loss)), flush=True)
 """)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from . import ops
+from .native.backend import mxnet_engine
 from .data.align import align_face
 from .data.transforms import flip_batch, normalize_batch, decode_image
 from .utils.fileio import atomic_write_bytes
@@ -106,9 +106,6 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
         ctx = params[0].list_ctx()[0] if params else mx.cpu()
     # Traced without fr_lib's native operators: the files must load in any
     # MXNet (and convert to ONNX) without fr_lib's compiled library.
-    with ops.native_ops(False), autograd.predict_mode():
-        net.hybridize()
-        net(mx.nd.zeros(input_shape, ctx=ctx))
     sym_path, params_path = _paths(os.path.abspath(os.path.expanduser(prefix)), epoch)
     folder = os.path.dirname(sym_path)
     os.makedirs(folder, exist_ok=True)
@@ -117,7 +114,10 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
     tmp = tempfile.mkdtemp(prefix=".export-", dir=folder)
     try:
         tmp_prefix = os.path.join(tmp, "model")
-        net.export(tmp_prefix, epoch)
+        with mxnet_engine(net), autograd.predict_mode():
+            net.hybridize()
+            net(mx.nd.zeros(input_shape, ctx=ctx))
+            net.export(tmp_prefix, epoch)
         tmp_sym, tmp_params = _paths(tmp_prefix, epoch)
         for src in (tmp_params, tmp_sym):
             with open(src, "rb") as f:
@@ -126,7 +126,7 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
         os.replace(tmp_sym, sym_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    net.hybridize()  # the next call traces again, with native operators
+    net.hybridize()  # the next call traces again, with its own blocks
     return prefix
 
 

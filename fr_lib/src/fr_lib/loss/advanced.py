@@ -36,9 +36,8 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
-from .. import ops
 from . import register_loss
-from .margin import (ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs, _check_labels,
+from .margin import (ArcFaceLoss, _MarginSoftmaxLoss, _check_inputs,
                      _graph_checked_labels)
 
 __all__ = ["SubCenterArcFaceLoss", "CurricularFaceLoss", "MagFaceLoss",
@@ -138,26 +137,17 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             raise ValueError(f"number of sub-centres k must be an integer >= 1, got {k}")
         self._k = int(k)
 
+    def _check_columns(self, cos):
+        if cos.ndim != 2:
+            raise ValueError(f"expected the cosine matrix of shape "
+                             f"(batch, num_classes * k), got shape {cos.shape}")
+        if cos.shape[1] % self._k:
+            raise ValueError(f"the cosine matrix has {cos.shape[1]} columns, "
+                             f"not divisible by k={self._k} sub-centres per class")
+
     def hybrid_forward(self, F, cos, label):
         if F is mx.nd:
-            if cos.ndim != 2:
-                raise ValueError(f"expected the cosine matrix of shape "
-                                 f"(batch, num_classes * k), got shape {cos.shape}")
-            if cos.shape[1] % self._k:
-                raise ValueError(f"the cosine matrix has {cos.shape[1]} columns, "
-                                 f"not divisible by k={self._k} sub-centres per class")
-        if ops.use_native():  # the max over sub-centres inside the kernel
-            if F is mx.nd:
-                _check_labels(label, cos.shape[0], cos.shape[1] // self._k)
-            label = label.reshape((-1,))
-            grouped = cos.reshape((0, -4, -1, self._k))
-            per_centre = F.broadcast_axis(label.reshape((-1, 1)), axis=1, size=self._k)
-            # The target's own gradient is applied by the kernel (its slope),
-            # so no dense (batch, C*k) gradient of this pick is ever formed.
-            cos_y = F.stop_gradient(F.max(F.pick(grouped, per_centre, axis=1), axis=1))
-            return F.fr_margin_ce(cos, label, self._target(F, cos_y),
-                                  self._target_slope(F, cos_y), scale=self._s,
-                                  replace=1, subcenters=self._k, target_slope=1)[0]
+            self._check_columns(cos)
         # (batch, C*k) -> (batch, C, k): class-major, then the nearest sub-centre
         cos = F.max(cos.reshape((0, -4, -1, self._k)), axis=2)
         return super().hybrid_forward(F, cos, label)
@@ -256,15 +246,11 @@ class CurricularFaceLoss(_MarginSoftmaxLoss):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
-        if F is not mx.nd and not ops.use_native():  # the native kernel checks them
+        if F is not mx.nd:
             label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         cos_ym = F.cos(self._theta(F, cos_y) + self._m)
         target = _arc_fallback(F, cos_y, cos_ym, self._m)
-        if ops.use_native():  # the same, without extra passes (fr_lib.ops)
-            return F.fr_margin_ce(cos, label, target, F.stop_gradient(cos_ym),
-                                  F.stop_gradient(t).reshape((1,)), scale=self._s,
-                                  replace=1, negatives=1)[0]
         # the mask is piecewise constant and t a statistic: both detached
         hard = F.stop_gradient(F.broadcast_greater(cos, cos_ym.reshape((-1, 1))))
         t = F.stop_gradient(t).reshape((1, 1))
@@ -570,14 +556,11 @@ class CircleLoss(_MarginSoftmaxLoss):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
-        if F is not mx.nd and not ops.use_native():  # the native kernel checks them
+        if F is not mx.nd:
             label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         alpha_p = F.stop_gradient(F.relu(1.0 + self._m - cos_y))
         positive = alpha_p * (cos_y - (1.0 - self._m))
-        if ops.use_native():  # the same, without extra passes (fr_lib.ops)
-            return F.fr_margin_ce(cos, label, positive, scale=self._s, replace=1,
-                                  negatives=2, margin=self._m)[0]
         alpha_n = F.stop_gradient(F.relu(cos + self._m))
         negative = alpha_n * (cos - self._m)
         logits = F.where(_onehot_mask(F, cos, label),

@@ -42,7 +42,6 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import HybridBlock
 
-from .. import ops
 from . import register_loss
 
 __all__ = ["NormFaceLoss", "CosFaceLoss", "ArcFaceLoss", "CombinedMarginLoss",
@@ -121,19 +120,10 @@ class _MarginSoftmaxLoss(HybridBlock):
         if F is mx.nd:
             _check_inputs(cos, label)
         label = label.reshape((-1,))
-        native = ops.use_native()  # its operator checks the labels itself
-        if F is not mx.nd and not native:
+        if F is not mx.nd:
             label = _graph_checked_labels(F, cos, label)
         cos_y = F.pick(cos, label, axis=1)
         target = self._target(F, cos_y, *args)
-        if native:
-            # One read of the matrix forward, one write of its gradient
-            # backward (fr_lib.ops); the formula below is the reference.
-            replace = target is not None
-            if not replace:
-                target = F.zeros_like(label)
-            return F.fr_margin_ce(cos, label, target, scale=self._s,
-                                  replace=int(replace))[0]
         if target is not None:
             cos = _replace_target(F, cos, label, target)
         logp = F.log_softmax(cos * self._s, axis=1)

@@ -69,14 +69,15 @@ class VerificationEvaluator:
         Passed to :func:`~fr_lib.metrics.verification.evaluate_verification`.
     progress : bool
         Show a tqdm progress bar over the batches of each set.
-    engine : {'auto', 'mxnet'}, default 'auto'
-        ``'auto'``: when the network is a
+    engine : {'auto', 'native', 'mxnet'}, default 'auto'
+        fr_lib's engine vocabulary (:mod:`fr_lib.native`). ``'auto'``: when the network is a
         :class:`~fr_lib.model_zoo.MobileFaceNet` evaluated on CPU in float32
         and fr_lib's native operators are available, each set is embedded by
         a :func:`~fr_lib.model_zoo.fuse_network` snapshot of it taken when
         the set is evaluated (the same embeddings up to float32 rounding,
         several times faster); otherwise, and with ``'mxnet'``, by the
-        network itself.
+        network itself. ``'native'``: the snapshot, or a ValueError saying
+        why it cannot be taken.
 
     Examples
     --------
@@ -88,8 +89,8 @@ class VerificationEvaluator:
     def __init__(self, sets, batch_size=64, ctx=None, flip=True, num_folds=10,
                  thresholds=DEFAULT_THRESHOLDS, fars=DEFAULT_FARS, progress=True,
                  engine="auto"):
-        if engine not in ("auto", "mxnet"):
-            raise ValueError(f"engine must be 'auto' or 'mxnet', got {engine!r}")
+        from ..native.backend import check_engine
+        engine = check_engine(engine)
         if not hasattr(sets, "items"):
             raise ValueError("sets must be a dict name -> (images, issame)")
         if int(batch_size) != batch_size or batch_size < 1:
@@ -105,13 +106,17 @@ class VerificationEvaluator:
         self.engine = engine
 
     def _runner(self, net, ctx, images):
-        """``net``, or a fused snapshot of it when ``engine='auto'`` allows."""
-        if (self.engine != "auto" or ctx.device_type != "cpu"
-                or np.dtype(images.dtype) != np.float32):
-            return net
+        """``net``, or a fused snapshot of it when the engine allows."""
         from ..model_zoo import fused
-        snapshot, _ = fused.try_fuse(net)
-        return net if snapshot is None else snapshot
+        from ..native.backend import resolve_engine
+        if resolve_engine(self.engine, [ctx])[0] == "mxnet":
+            return net
+        snapshot, why = fused.try_fuse(net)
+        if snapshot is None and self.engine == "native":
+            raise ValueError(f"engine='native' cannot be used: {why}")
+        if snapshot is None or np.dtype(images.dtype) != np.float32:
+            return net
+        return snapshot
 
     def embed(self, net, images, desc=None):
         """Embeddings of ``images`` (and of their flips) by ``net``.

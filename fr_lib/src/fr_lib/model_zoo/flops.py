@@ -26,7 +26,7 @@ from collections import OrderedDict, namedtuple
 import mxnet as mx
 import numpy as np
 
-from .. import ops
+from ..native.backend import mxnet_engine
 
 __all__ = ["count_params", "count_flops", "model_table", "ModelRow",
            "T4_FP32_FLOPS", "training_time"]
@@ -41,7 +41,7 @@ _COUNTED = ("Convolution", "Deconvolution", "FullyConnected")
 
 def _symbol(net):
     # the model's own layers, not fr_lib's native CPU forms of them
-    with ops.native_ops(False):
+    with mxnet_engine(net):
         out = net(mx.sym.var("data"))
     if isinstance(out, (list, tuple)):
         out = mx.sym.Group(list(out))

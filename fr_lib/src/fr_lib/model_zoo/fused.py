@@ -193,7 +193,7 @@ def fuse_network(net):
     units = _units(net)
     if not ops.available():
         raise RuntimeError("the fused operator needs fr_lib's native operators: "
-                           f"{ops._state['error']}")
+                           f"{ops.load_error()}")
     program, chunks, offset = [], [], 0
 
     def put(array):
@@ -239,15 +239,12 @@ def try_fuse(net):
     Returns
     -------
     (FusedNetwork, None) or (None, str)
-        ``None`` and why when a GPU is visible (the operator is CPU-only),
-        fr_lib's native operators are off or unavailable, or the network is
-        not a supported MobileFaceNet.
+        ``None`` and why when fr_lib's native operators are unavailable or
+        the network is not a supported MobileFaceNet. The snapshot runs on
+        CPU; choosing where (``engine=``) is the caller's part.
     """
-    if not ops.use_native():
-        if mx.context.num_gpus() > 0:
-            return None, "a GPU is visible (the fused operator is CPU-only)"
-        return None, ("fr_lib's native operators are off or unavailable: "
-                      f"{ops._state['error'] or 'switched off by native_ops(False)'}")
+    if not ops.available():
+        return None, f"fr_lib's native operators are unavailable: {ops.load_error()}"
     try:
         return fuse_network(net), None
     except UnsupportedNetwork as err:

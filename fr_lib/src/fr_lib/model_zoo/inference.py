@@ -10,11 +10,12 @@
   (+ ReLU, + residual sum) into one operator with the BatchNorm folded into
   the convolution weights. MXNet 1.9's partitioner fails on some graphs
   (SE-LResNet), hence the check and the fallback;
-- a one-pass PReLU: :class:`~fr_lib.model_zoo.PReLU` already uses fr_lib's
-  native ``fr_prelu`` operator on CPU (:mod:`fr_lib.ops`); without it
-  (``FR_LIB_NATIVE=0``, no compiler) every PReLU whose slopes all lie in
-  ``[0, 1]`` is evaluated as ``max(x, alpha * x)`` (two passes, exact there)
-  instead of the four passes of the training form. PReLU is element-wise
+- a one-pass PReLU: with the native engine every
+  :class:`~fr_lib.model_zoo.PReLU` becomes fr_lib's ``fr_prelu`` operator
+  (:func:`fr_lib.native.to_native`); with ``engine='mxnet'`` (or without the
+  operators) every PReLU whose slopes all lie in ``[0, 1]`` is evaluated as
+  ``max(x, alpha * x)`` (two passes, exact there) instead of the four passes
+  of the training form. PReLU is element-wise
   and cannot join the oneDNN fusion in MXNet 1.9: besides its own pass,
   each one costs two layout conversions between oneDNN's blocked layout
   and the plain one;
@@ -39,7 +40,7 @@ import warnings
 import numpy as np
 import mxnet as mx
 
-from .. import ops
+from ..native.backend import check_engine, resolve_engine, to_native
 from .fused import try_fuse
 from .layers import PReLU
 
@@ -78,8 +79,6 @@ def inference_prelu_forward(F, x, alpha, alpha_shape=None):
 
 
 def _fr_prelu_forward(self, F, x, alpha):
-    if ops.use_native():  # one pass, exact for every slope
-        return F.fr_prelu(x, alpha)
     shape = None if self._in_channels == 1 else self._alpha_shape
     return inference_prelu_forward(F, x, alpha, shape)
 
@@ -140,8 +139,8 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     static : bool, default True
         ``static_alloc`` and ``static_shape``.
     prelu : {'max', 'keep'}, default 'max'
-        ``'max'``: each :class:`fr_lib.model_zoo.PReLU` uses the native
-        ``fr_prelu`` when it is available, else, if its slopes all lie in
+        ``'max'``: each :class:`fr_lib.model_zoo.PReLU` becomes the native
+        ``fr_prelu`` with the native engine, else, if its slopes all lie in
         [0, 1], ``max(x, alpha * x)``; other PReLUs and ``nn.PReLU`` blocks
         (whose input rank is unknown) keep their own forward. ``'keep'``
         changes no PReLU.
@@ -191,12 +190,7 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     if micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
         raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
     requested = engine
-    if engine == "fused":  # the old name of 'native' (fr_lib's one engine vocabulary)
-        warnings.warn("prepare_for_inference(engine='fused') is deprecated: "
-                      "use engine='native'", DeprecationWarning, stacklevel=2)
-        engine = "native"
-    if engine not in ("auto", "native", "mxnet"):
-        raise ValueError(f"engine must be 'auto', 'native' or 'mxnet', got {engine!r}")
+    engine = check_engine(engine)  # 'fused': the deprecated old name of 'native'
     if prelu not in ("max", "keep"):
         raise ValueError(f"prelu must be 'max' or 'keep', got {prelu!r}")
     if backend is not None and not isinstance(backend, str):
@@ -208,7 +202,11 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
         net.hybridize(active=False)
         reference = net(x)
         scale = max(float(mx.nd.abs(reference).max().asscalar()), 1e-30)
-    if prelu == "max":
+    contexts = {x.context} if x is not None else None
+    native = resolve_engine(engine, contexts)[0] == "native"
+    if native and prelu == "max":
+        to_native(net, "native")  # fr_prelu: one pass, exact for every slope
+    elif prelu == "max":
         for block in _prelu_blocks(net):
             if _slopes_in_unit_interval(block):
                 block.hybrid_forward = types.MethodType(_fr_prelu_forward, block)
@@ -217,7 +215,7 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     net.forward = (plain_forward if micro_batch is None
                    else types.MethodType(_micro_batched(plain_forward, micro_batch), net))
     fused = None
-    if engine != "mxnet":
+    if native:
         fused, reason = try_fuse(net)
         if fused is None and engine == "native":
             raise ValueError(f"engine={requested!r} is not possible: {reason}")

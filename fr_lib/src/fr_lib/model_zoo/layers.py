@@ -7,7 +7,6 @@ from cheap element-wise operators; :func:`make_prelu` picks one of the two;
 from mxnet import initializer
 from mxnet.gluon import nn
 
-from .. import ops
 
 __all__ = ["PReLU", "make_prelu", "SEBlock", "BN_EPS"]
 
@@ -34,14 +33,13 @@ class PReLU(nn.HybridBlock):
     took 2.8 s, the forward pass 0.86 s instead of 1.05 s. The rounding
     error of the subtraction is a few float32 ulps of ``x``.
 
-    On CPU it uses the native operator ``fr_prelu``
-    (:mod:`fr_lib.ops`, compiled on first use): one pass forward and one
-    backward, about twice as fast again for a whole MobileFaceNet training
-    step. The formula above is the fallback (GPU, no compiler,
-    ``FR_LIB_NATIVE=0``) and what :func:`fr_lib.deploy.export_model`
-    writes; a plain ``net.export()`` writes ``fr_prelu`` as MXNet's own
-    ``LeakyReLU(act_type='prelu')`` (:func:`fr_lib.ops.plain_symbol`), so
-    exported files never need fr_lib.
+    This formula is what always runs. :func:`fr_lib.native.to_native`
+    (which the trainer, the evaluator and ``prepare_for_inference`` call on
+    CPU) swaps the block for its native form, the operator ``fr_prelu``: one
+    pass forward and one backward, about twice as fast again for a whole
+    MobileFaceNet training step. Exported files never need fr_lib: a plain
+    ``net.export()`` of a converted network writes ``fr_prelu`` as MXNet's
+    own ``LeakyReLU(act_type='prelu')`` (:func:`fr_lib.ops.plain_symbol`).
 
     The parameter has the same name (``alpha``), shape ``(in_channels,)``
     and initial value (0.25) as in ``nn.PReLU``, so parameter files saved
@@ -73,8 +71,6 @@ class PReLU(nn.HybridBlock):
                                          init=alpha_initializer)
 
     def hybrid_forward(self, F, x, alpha):
-        if ops.use_native():
-            return F.fr_prelu(x, alpha)
         negative = F.minimum(x, 0.0)
         if self._in_channels == 1:  # one slope: broadcasts against any rank
             return x - F.broadcast_mul(1 - alpha, negative)

@@ -116,8 +116,8 @@ def native_training_support(net):
         _plan(net)
     except _Unsupported as exc:
         return False, str(exc)
-    if not ops.use_native():
-        return False, "fr_lib's native operators are not available (or disabled)"
+    if not ops.available():
+        return False, f"fr_lib's native operators are unavailable: {ops.load_error()}"
     return True, ""
 
 

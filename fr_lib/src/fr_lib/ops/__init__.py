@@ -41,9 +41,12 @@ AVX2+FMA, baseline x86-64) and one is picked when the library loads.
 with only that variant, so the tests execute every one of them;
 ``FR_LIB_CXXFLAGS`` adds compiler flags (e.g. ``-Wall``).
 
-Everything degrades gracefully: without a compiler, with ``FR_LIB_NATIVE=0``,
-on a GPU machine, or inside :func:`native_ops(False) <native_ops>`, fr_lib's
-blocks use their pure-MXNet formulas (same results, slower on CPU). Graphs
+Nothing uses them implicitly: fr_lib's blocks run their MXNet formulas
+unless converted with :func:`fr_lib.native.to_native` (the trainer, the
+evaluator and ``prepare_for_inference`` do so on CPU with ``engine='auto'``).
+Everything degrades gracefully: without a compiler or with
+``FR_LIB_NATIVE=0``, ``engine='auto'`` means the MXNet formulas (same
+results, slower on CPU). Graphs
 meant for other programs (:func:`fr_lib.deploy.export_model`, ONNX) are
 always traced without native operators, and once the operators are loaded a
 plain ``HybridBlock.export`` writes ``fr_prelu`` as MXNet's own
@@ -71,7 +74,7 @@ import warnings
 import mxnet as mx
 
 __all__ = ["NativeBuildError", "NativeExportError", "build", "load",
-           "available", "use_native", "native_ops", "source_path",
+           "available", "load_error", "use_native", "native_ops", "source_path",
            "library_path", "plain_symbol"]
 
 _CSRC = os.path.join(os.path.dirname(__file__), "csrc")
@@ -89,7 +92,7 @@ _ISAS = {"avx512": (3, ("avx512f",)), "avx2": (2, ("avx2", "fma")),
          "generic": (1, ())}
 
 _lock = threading.Lock()
-_state = {"loaded": None, "error": None, "enabled": True}
+_state = {"loaded": None, "error": None}  # read through load() / load_error()
 
 
 class NativeBuildError(RuntimeError):
@@ -410,33 +413,36 @@ def available():
     return load()
 
 
+def load_error():
+    """Why the native operators are unavailable ('' when they load)."""
+    return "" if load() else (_state["error"] or "unknown reason")
+
+
 def use_native():
-    """Whether fr_lib's blocks should trace their native operators now.
+    """Deprecated: whether the native operators load (:func:`available`).
 
-    True when the operators load, :func:`native_ops` has not switched them
-    off, and no GPU is visible (the operators are CPU-only, and a graph is
-    traced before it is known where it will run).
+    fr_lib's blocks no longer ask this while tracing: they run their MXNet
+    formulas unless converted with :func:`fr_lib.native.to_native`.
     """
-    if not _state["enabled"]:
-        return False
-    if mx.context.num_gpus() > 0:
-        return False
-    return load()
+    warnings.warn("fr_lib.ops.use_native() is deprecated: use fr_lib.ops.available(); "
+                  "blocks are converted explicitly with fr_lib.native.to_native(net)",
+                  DeprecationWarning, stacklevel=2)
+    return available()
 
 
-@contextlib.contextmanager
 def native_ops(enabled):
-    """Switch fr_lib's native operators on or off inside a ``with`` block.
+    """Removed: there is no global switch any more.
 
-    Graphs are traced when a hybridized block first runs, so clear cached
-    graphs (``net.hybridize()``) inside the block for the switch to apply.
+    Raises
+    ------
+    RuntimeError
+        Always, naming the explicit replacement.
     """
-    previous = _state["enabled"]
-    _state["enabled"] = bool(enabled)
-    try:
-        yield
-    finally:
-        _state["enabled"] = previous
+    raise RuntimeError(
+        "fr_lib.ops.native_ops() was removed: fr_lib's blocks run their MXNet "
+        "formulas unless converted with fr_lib.native.to_native(net); use "
+        "engine='mxnet' (trainer, evaluator, prepare_for_inference), "
+        "fr_lib.native.to_mxnet(net) or `with fr_lib.native.mxnet_engine(net):`")
 
 
 def plain_symbol(sym):
@@ -462,7 +468,7 @@ def plain_symbol(sym):
             f"the graph contains fr_lib's native operators {', '.join(others)}, "
             "which plain MXNet (and ONNX) cannot load. Export the plain model "
             "instead: fr_lib.deploy.export_model(net, prefix), or trace it "
-            "without them: `with fr_lib.ops.native_ops(False): "
+            "without them: `with fr_lib.native.mxnet_engine(net): "
             "net.hybridize(); net(x); net.export(prefix)` (a fused or native "
             "training view exports through the network it was made from)")
     names = {n["name"] for n in graph["nodes"]}

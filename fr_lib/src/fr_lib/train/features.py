@@ -18,6 +18,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from ..loss import contract_of, get_loss, get_loss_list
+from ..native.backend import to_native
 from ..model_zoo import NormDense, get_model
 from ..utils.device import as_devices
 
@@ -181,7 +182,7 @@ class FeatureResult:
 
 def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=64,
                    lr=3e-3, channels=(32, 64, 128), batch_norm=True, p=8, k=8,
-                   seed=0, plot=True, ctx=None):
+                   seed=0, plot=True, ctx=None, engine="auto"):
     """Train LeNet++ with ``objective`` on ``data`` (:class:`~fr_lib.data.MNISTData`).
 
     Parameters
@@ -203,6 +204,10 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         ``cpu(0)`` (:func:`fr_lib.utils.default_devices`). With several
         devices each batch is split over them (data parallel, as in
         :numref:`sec-data-parallel`); the gradients are summed by the trainer.
+    engine : {'auto', 'native', 'mxnet'}, default 'auto'
+        Whether the network's PReLUs and the loss run in their native CPU
+        forms (:func:`fr_lib.native.to_native`; same results up to float32
+        rounding); ``'mxnet'`` runs the formulas as written.
 
     Returns
     -------
@@ -226,10 +231,12 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
     net = get_model("lenetpp", embedding_size=embedding_size, channels=channels,
                     batch_norm=batch_norm)
     net.initialize(mx.init.Xavier(), ctx=devices)
+    to_native(net, engine, devices)
     net.hybridize(static_alloc=True)
     params = net.collect_params()
     for block in objective.blocks:
         block.initialize(mx.init.Xavier(), ctx=devices)
+        to_native(block, engine, devices)
         # Everything after a static_alloc graph must be hybridized too: one
         # imperative Dense behind it made the LeNet++ step 50x slower.
         block.hybridize()

@@ -256,7 +256,8 @@ class PartialFC:
         if mode not in ("auto", "sharded", "joined"):
             raise ValueError(f"softmax must be 'auto', 'sharded' or 'joined', got {mode!r}")
         # losses that change only the true-class logit, through _target
-        cls = type(loss)
+        # (judged on the MXNet class of a loss converted by fr_lib.native)
+        cls = getattr(type(loss), "_fr_mxnet_class", type(loss))
         target_only = isinstance(loss, _MarginSoftmaxLoss) and \
             cls.forward is _MarginSoftmaxLoss.forward and \
             cls.hybrid_forward is _MarginSoftmaxLoss.hybrid_forward

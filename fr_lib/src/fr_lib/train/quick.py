@@ -188,6 +188,7 @@ def _train(settings, images, labels, bin_path, ctx, progress):
     from tqdm.auto import tqdm
     from ..data.transforms import normalize_batch
     from ..loss import get_loss
+    from ..native.backend import to_native
     from ..metrics import VerificationEvaluator
     from ..data.binfile import read_bin
     from ..model_zoo import NormDense
@@ -198,13 +199,14 @@ def _train(settings, images, labels, bin_path, ctx, progress):
     rng = np.random.RandomState(seed)
     net = QuickFaceNet(settings["width"], settings["embedding_size"])
     net.initialize(mx.init.Xavier(), ctx=ctx)
+    to_native(net, "auto", ctx)  # native PReLUs on CPU (fr_lib.native)
     net.hybridize(static_alloc=True, static_shape=True)
     head = NormDense(int(labels.max()) + 1, in_units=settings["embedding_size"])
     head.initialize(mx.init.Xavier(), ctx=ctx)
     kwargs = {"s": settings["s"]}
     if settings["loss"] not in ("normface",):
         kwargs["m"] = settings["m"]
-    loss = get_loss(settings["loss"], **kwargs)
+    loss = to_native(get_loss(settings["loss"], **kwargs), "auto", ctx)
     # Every block after a static_alloc graph is hybridized too: one
     # imperative block behind it made a training step 50x slower.
     head.hybridize(static_alloc=True, static_shape=True)

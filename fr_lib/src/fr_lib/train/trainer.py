@@ -67,6 +67,7 @@ from mxnet import autograd, gluon
 
 from ..loss import get_loss
 from ..model_zoo import NativeTrainingView, NormDense, get_model, native_training_support
+from ..native.backend import check_engine, to_native
 from ..utils.fileio import atomic_write_text
 from .checkpoint import (CheckpointError, CheckpointManager, RunDirectoryError, RunLock,
                          disk_free, rng_state, set_rng_state, step_seed)
@@ -456,6 +457,9 @@ class TrainConfig:
         rounding, 1.9-2.5x faster in ``benchmarks/bench_train.py``) and
         anything else with MXNet's operators; ``'native'`` insists on the
         view (ValueError when it cannot be used); ``'mxnet'`` never uses it.
+        With ``'auto'`` and ``'native'`` the loss and the layers that have a
+        native form are also converted on CPU (:func:`fr_lib.native.to_native`);
+        ``'mxnet'`` runs every block's MXNet formula as written.
     """
     backbone: str = "mobilefacenet"
     backbone_kwargs: dict = field(default_factory=dict)
@@ -727,6 +731,12 @@ class FaceTrainer:
         step = [_TrainStep(body, self.head, l) if l is not None else None
                 for l in (self.loss, self.warmup_loss)]
         self.engine_reason = why
+        if str(cfg.engine).lower() != "mxnet":
+            # the loss's and the layers' own native forms (fr_lib.native),
+            # whether or not the whole backbone runs in the native view
+            for step_net in step:
+                if step_net is not None:
+                    to_native(step_net, "auto", self.contexts)
         self._step_net, self._warm_net = step
         if cfg.hybridize:
             # Everything after a static_alloc graph must be hybridized too: an
@@ -767,10 +777,7 @@ class FaceTrainer:
     # -- setup -------------------------------------------------------------------
     def _choose_engine(self):
         """('native' or 'mxnet', why not native) from ``config.engine``."""
-        mode = str(self.config.engine).lower()
-        if mode not in ("auto", "native", "mxnet"):
-            raise ValueError(f"engine must be 'auto', 'native' or 'mxnet', "
-                             f"got {self.config.engine!r}")
+        mode = check_engine(self.config.engine, "TrainConfig.engine")
         if mode == "mxnet":
             return "mxnet", "engine='mxnet'"
         why = ""
