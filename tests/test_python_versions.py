@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -29,6 +30,7 @@ MXNET_ALONE = ("import mxnet as mx, numpy as np; "
                "a = mx.nd.array(np.arange(6.).reshape(2, 3)); "
                "print('OK', (a * 2).sum().asscalar(), mx.np.PZERO, np.__version__)")
 
+_SOURCE_TREE = threading.Lock()  # one writer of fr_lib/ at a time (jobs run in threads)
 CONSTRAINTS = {"3.10": "constraints-py310.txt", "3.11": "constraints.txt",
                "3.12": "constraints-py312.txt"}
 
@@ -67,9 +69,7 @@ def clean_env():
     return env
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("version", sorted(CONSTRAINTS))
-def test_pins_resolve(version, tmp_path):
+def _pins_resolve(version, tmp_path):
     """requirements.txt + this Python's constraints resolve to wheels only."""
     exe = need_python(version)
     report = tmp_path / "report.json"
@@ -93,10 +93,42 @@ def test_pins_resolve(version, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("version", sorted(CONSTRAINTS))
+def test_pins_resolve(version, jobs):
+    jobs[("pins", version)].result()  # re-raises the job's failure or skip
+
+
 # 3.12 with NumPy 2 is the Colab simulation's venv (scripts/colab_sim.py,
-# run by CI): this test covers the oldest and the newest Python.
-@pytest.mark.parametrize("version", ["3.10", "3.13"])
-def test_fresh_venv(version, tmp_path):
+# run by CI): the fresh-venv scenario covers the oldest and the newest Python.
+FRESH = ["3.10", "3.13"]
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    """Every scenario of this file, started at once in threads: each is
+    mostly waiting on pip and the network, so together they take about as
+    long as the slowest one (sequentially: minutes). Each test then checks
+    its own job's outcome."""
+    from concurrent.futures import ThreadPoolExecutor
+    work = [(("pins", v), _pins_resolve, v) for v in sorted(CONSTRAINTS)]
+    work += [(("fresh", v), _fresh_venv, v) for v in FRESH]
+    work += [(("wheel", None), _wheel_install_has_the_pth, None)]
+    pool = ThreadPoolExecutor(len(work))
+    futures = {}
+    for key, fn, version in work:
+        tmp = tmp_path_factory.mktemp("-".join(str(k) for k in key if k))
+        futures[key] = pool.submit(fn, *((version, tmp) if version else (tmp,)))
+    yield futures
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", FRESH)
+def test_fresh_venv(version, jobs):
+    jobs[("fresh", version)].result()
+
+
+def _fresh_venv(version, tmp_path):
     exe = need_python(version)
     venv = tmp_path / "venv"
     assert run([exe, "-m", "venv", str(venv)]).returncode == 0
@@ -118,7 +150,8 @@ def test_fresh_venv(version, tmp_path):
     #    keeps it, and importing fr_lib without MXNet says what to run.
     pip("numpy>=2")
     before = numpy_version()
-    pip("-e", os.path.join(ROOT, "fr_lib"))
+    with _SOURCE_TREE:  # an editable install writes egg-info into fr_lib/
+        pip("-e", os.path.join(ROOT, "fr_lib"))
     assert numpy_version() == before
     site = python("import sysconfig; print(sysconfig.get_paths()['purelib'])")
     assert os.path.exists(os.path.join(site.stdout.strip(), "fr_numpy_compat.pth"))
@@ -148,16 +181,26 @@ def test_fresh_venv(version, tmp_path):
 
 
 @pytest.mark.slow
-def test_wheel_install_has_the_pth(tmp_path):
+def test_wheel_install_has_the_pth(jobs):
+    jobs[("wheel", None)].result()
+
+
+def _wheel_install_has_the_pth(tmp_path):
     """A regular (non-editable) install puts fr_numpy_compat.pth in site-packages."""
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     py = str(venv / "bin" / "python")
     wheels = tmp_path / "wheels"
+    # built from a copy: pip builds in the source tree, which the fresh-venv
+    # jobs are installing from at the same time
+    source = tmp_path / "fr_lib"
+    with _SOURCE_TREE:
+        shutil.copytree(os.path.join(ROOT, "fr_lib"), source,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                      "__pycache__"))
     result = run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
-                  os.path.join(ROOT, "fr_lib")], env=clean_env(), cwd=str(tmp_path))
+                  str(source)], env=clean_env(), cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    shutil.rmtree(os.path.join(ROOT, "fr_lib", "build"), ignore_errors=True)
     (wheel,) = glob.glob(str(wheels / "fr_lib-*.whl"))
     result = run([py, "-m", "pip", "install", "-q", "--no-deps", wheel],
                  env=clean_env(), cwd=str(tmp_path))
