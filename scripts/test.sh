@@ -26,5 +26,8 @@ if [[ "$sim" != 0 ]]; then
     echo "[test] ERROR: could not build the Colab-like venv (log above)" >&2
     exit 1
   fi
-  "$VENV/bin/python" scripts/colab_sim.py --tests
+  # the book build has just trained quick_face_model: the simulation loads it
+  # instead of training it again (benchmarks/README.md, "Colab simulation")
+  quick=$("$VENV/bin/python" -c "import os; from fr_lib.data import get_data_root; print(os.path.join(get_data_root(), 'quick'))")
+  "$VENV/bin/python" scripts/colab_sim.py --tests --seed-quick "$quick"
 fi

@@ -136,6 +136,39 @@ def test_every_toc_page_was_built(html_dir):
     assert not missing
 
 
+def test_every_section_renders_its_figures(html_dir, browser):
+    """Every notebook section: each output image loaded and fits the text
+    column; a screenshot of the whole page (half scale) goes to
+    ``_build/screenshots/sections/`` so that all pages can be looked at once."""
+    import base64
+    import sync_notebooks as sync
+    folder = os.path.join(SHOTS, "sections")
+    os.makedirs(folder, exist_ok=True)
+    problems = []
+    for entry in sync.toc_files():
+        if not os.path.exists(os.path.join(ROOT, entry + ".ipynb")):
+            continue
+        page = open_page(browser, entry + ".html")
+        state = page.execute_script("""
+            const imgs = Array.from(document.querySelectorAll('div.cell_output img'));
+            const main = document.querySelector('main') || document.body;
+            const width = main.getBoundingClientRect().width;
+            return {count: imgs.length,
+                    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+                    too_wide: imgs.filter(i => i.getBoundingClientRect().width > width + 1).length,
+                    height: document.documentElement.scrollHeight};""")
+        if state["broken"] or state["too_wide"]:
+            problems.append((entry, state))
+        shot = page.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280,
+                     "height": min(state["height"], 30000), "scale": 0.5}})
+        name = entry.replace("book/", "").replace("/", "__") + ".png"
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+    assert not problems, problems
+
+
 def test_no_failed_notebooks_or_missing_glyphs(html_dir):
     reports = glob.glob(os.path.join(HTML, "reports", "*"))
     assert not reports, f"notebook failures: {reports}"
