@@ -39,8 +39,10 @@ def _input(shape, seed=1):
 
 @pytest.mark.parametrize("name, kwargs, shape", [
     ("mobilefacenet", {}, (3, 3, 112, 112)),
-    # stem convolution with 64 groups of 2 channels: the generic grouped path
+    # InsightFace's mbf: a second convolution with 64 groups of 2 channels
+    # (the pairs path), one image per thread and one image shared by both
     ("mobilefacenet_512", {}, (2, 3, 112, 112)),
+    ("mobilefacenet_512", {}, (1, 3, 112, 112)),
     # embedding not a multiple of 32 (partial GEMM panel); 128x128 input
     # leaves a 2x2 map after the GDConv, flattened in NCHW order
     ("mobilefacenet", dict(embedding_size=100), (5, 3, 128, 128)),
@@ -52,14 +54,18 @@ def test_fused_equals_plain_network(name, kwargs, shape):
     _check(_randomise(get_model(name, **kwargs), 0), x)
 
 
-def test_odd_widths_and_strides():
+@pytest.mark.parametrize("stem_groups", [12, 6])
+def test_odd_widths_and_strides(stem_groups):
     # Channel counts that are not multiples of 16 (vector tails in the
-    # depthwise code), row counts not multiples of 8 (GEMM row tails), a
-    # grouped stem with 2 channels per group, a residual stage.
+    # depthwise and pairs code), row counts not multiples of 8 (GEMM row
+    # tails), a grouped second convolution with 2 channels per group (the
+    # pairs path, 12 groups) or 4 (the generic grouped path, 6 groups), a
+    # residual stage.
     net = MobileFaceNet(stages=[(40, 24, 2, 2), (56, 40, 3, 1)], embedding_size=20,
-                        stem_channels=24, stem_groups=12, head_channels=72)
+                        stem_channels=24, stem_groups=stem_groups, head_channels=72)
     x = _input((7, 3, 42, 38), seed=3)
     _check(_randomise(net, 2), x)
+    assert fuse_network(net).program.split()[14] == ("4" if stem_groups == 12 else "3")
 
 
 def test_many_images_across_threads():

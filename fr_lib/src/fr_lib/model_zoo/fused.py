@@ -32,7 +32,7 @@ from .mobilefacenet import MobileFaceNet, _Bottleneck, _ConvBN
 __all__ = ["FusedNetwork", "fuse_network", "try_fuse", "UnsupportedNetwork"]
 
 # Must match fr_fused.cc.
-_GEMM, _STEM, _DEPTHWISE, _GROUPED = 0, 1, 2, 3
+_GEMM, _STEM, _DEPTHWISE, _GROUPED, _PAIRS = 0, 1, 2, 3, 4
 _NR = 32
 
 
@@ -215,6 +215,8 @@ def fuse_network(net):
             op = _GEMM
         elif u["groups"] == cin == cout and cin_g == 1:
             op = _DEPTHWISE
+        elif cin_g == 2 and cin == cout == 2 * u["groups"]:
+            op = _PAIRS  # mbf's groups of 2 channels: two depthwise passes in one
         else:
             op = _GROUPED
         if op in (_STEM, _GEMM):
@@ -222,6 +224,10 @@ def fuse_network(net):
             w_off = put(_panels(w.reshape(cout, -1)))
             b_off = put(_padded(u["bias"], size))
             a_off = put(_padded(u["alpha"], size)) if u["alpha"] is not None else 0
+        elif op == _PAIRS:
+            w_off = put(_pair_weights(w))
+            b_off = put(u["bias"])
+            a_off = put(u["alpha"]) if u["alpha"] is not None else 0
         else:
             w_off = put(w.reshape(cout, kh * kw).T if op == _DEPTHWISE else w)
             b_off = put(u["bias"])
@@ -231,6 +237,16 @@ def fuse_network(net):
                     w_off, b_off, a_off]
     params = mx.nd.array(np.concatenate(chunks), ctx=mx.cpu(), dtype=np.float32)
     return FusedNetwork(" ".join(str(int(v)) for v in program), params, len(units))
+
+
+def _pair_weights(w):
+    """(C, 2, kh, kw) weights of groups of 2 channels as two depthwise sets,
+    [2][kh*kw][C]: output channel c's weight on its own input channel c, then
+    on its partner c ^ 1 (channel c is input c % 2 of its group)."""
+    cout, _, kh, kw = w.shape
+    c = np.arange(cout)
+    own, partner = w[c, c % 2], w[c, 1 - c % 2]          # (C, kh, kw) each
+    return np.stack([own.reshape(cout, -1).T, partner.reshape(cout, -1).T])
 
 
 def try_fuse(net):

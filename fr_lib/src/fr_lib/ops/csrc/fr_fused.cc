@@ -22,7 +22,11 @@
 //     multiple of 32), kStem (first layer, groups 1, reads the NCHW input
 //     through im2col; weights packed like kGemm with cin*kh*kw rows ordered
 //     (c, ky, kx)), kDepthwise (groups == cin == cout; weights [kh*kw][C]),
-//     kGrouped (any groups; weights as MXNet's (cout, cin/groups, kh, kw)).
+//     kGrouped (any groups; weights as MXNet's (cout, cin/groups, kh, kw)),
+//     kPairs (groups of 2 input and 2 output channels, cin == cout ==
+//     2 * groups: InsightFace's mbf; weights [2][kh*kw][C], first the weight
+//     of each output channel's own input channel c, then of its partner c ^ 1,
+//     so it runs as two depthwise convolutions in one pass).
 // save = 1: this layer's input is kept for a later residual = 1 layer, which
 // adds it to its output (same shape). *_off: offsets into params; a_off is
 // ignored when prelu = 0.
@@ -45,7 +49,7 @@ namespace {
 
 typedef std::unordered_map<std::string, std::string> Attrs;
 
-enum Op { kGemm = 0, kStem = 1, kDepthwise = 2, kGrouped = 3 };
+enum Op { kGemm = 0, kStem = 1, kDepthwise = 2, kGrouped = 3, kPairs = 4 };
 constexpr int kFields = 14;
 
 struct Layer {
@@ -60,6 +64,7 @@ int64_t WeightSize(const Layer& l) {
     case kGemm: return Panels(l.cout) * kNR * l.cin;
     case kStem: return Panels(l.cout) * kNR * l.cin * l.kh * l.kw;
     case kDepthwise: return static_cast<int64_t>(l.kh) * l.kw * l.cout;
+    case kPairs: return 2 * static_cast<int64_t>(l.kh) * l.kw * l.cout;
     default: return static_cast<int64_t>(l.cout) * (l.cin / l.groups) * l.kh * l.kw;
   }
 }
@@ -96,7 +101,7 @@ bool Plan(const Attrs& attrs, int64_t c, int64_t h, int64_t w, int64_t nparams,
     l.w_off = v[i + 11]; l.b_off = v[i + 12]; l.a_off = v[i + 13];
     const size_t k = i / kFields;
     const char* why = nullptr;
-    if (l.op < kGemm || l.op > kGrouped) why = "unknown op";
+    if (l.op < kGemm || l.op > kPairs) why = "unknown op";
     else if ((l.op == kStem) != (k == 0)) why = "the first layer, and only it, must be a stem layer";
     else if (l.kh < 1 || l.kw < 1 || l.stride < 1 || l.pad < 0 || l.groups < 1 ||
              l.cin < 1 || l.cout < 1) why = "non-positive size";
@@ -107,7 +112,9 @@ bool Plan(const Attrs& attrs, int64_t c, int64_t h, int64_t w, int64_t nparams,
       why = "a depthwise layer needs groups == cin == cout";
     else if (l.op == kGrouped && (l.cin % l.groups || l.cout % l.groups))
       why = "groups must divide cin and cout";
-    else if (l.op != kGrouped && l.op != kDepthwise && l.groups != 1)
+    else if (l.op == kPairs && (l.cout != l.cin || l.cin != 2 * l.groups))
+      why = "a pairs layer needs cin == cout == 2 * groups";
+    else if (l.op != kGrouped && l.op != kDepthwise && l.op != kPairs && l.groups != 1)
       why = "groups must be 1";
     else if (l.w_off < 0 || l.w_off + WeightSize(l) > nparams ||
              l.b_off < 0 || l.b_off + VectorSize(l) > nparams ||
@@ -176,6 +183,64 @@ FR_CLONES void Depthwise(const Layer& l, const float* in, const float* w,
         for (int ky = ky0; ky < ky1; ++ky)
           for (int kx = kx0; kx < kx1; ++kx)
             acc += in[((y0 + ky) * W + x0 + kx) * C + c] * w[(ky * l.kw + kx) * C + c];
+        if (alpha) acc = acc > 0 ? acc : acc * alpha[c];
+        if (R) acc += R[o + c];
+        out[o + c] = acc;
+      }
+    }
+  }
+}
+
+// Adjacent channels swapped: (x1, x0, x3, x2, ...): each channel's partner.
+FR_INLINE v16 SwapPairs(v16 x) {
+#if defined(__clang__)
+  return __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#else
+  typedef int i16 __attribute__((vector_size(64)));
+  return __builtin_shuffle(x, i16{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+#endif
+}
+
+// Grouped convolution with 2 input and 2 output channels per group (cin ==
+// cout): out[c] = dw(in[c], ws[c]) + dw(in[c ^ 1], wp[c]), two depthwise
+// convolutions in one pass, + bias, PReLU, + R. w: ws then wp, [kh*kw][C].
+FR_CLONES void Pairs(const Layer& l, const float* in, const float* w,
+                     const float* bias, const float* alpha, const float* R,
+                     float* out, int64_t oy0, int64_t oy1) {
+  const int64_t C = l.cout, H = l.h_in, W = l.w_in;
+  const int64_t vec = C / 16 * 16;
+  const float* wp = w + static_cast<int64_t>(l.kh) * l.kw * C;
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const int64_t y0 = oy * l.stride - l.pad;
+    const int ky0 = static_cast<int>(std::max<int64_t>(0, -y0));
+    const int ky1 = static_cast<int>(std::min<int64_t>(l.kh, H - y0));
+    for (int64_t ox = 0; ox < l.w_out; ++ox) {
+      const int64_t x0 = ox * l.stride - l.pad;
+      const int kx0 = static_cast<int>(std::max<int64_t>(0, -x0));
+      const int kx1 = static_cast<int>(std::min<int64_t>(l.kw, W - x0));
+      const int64_t o = (oy * l.w_out + ox) * C;
+      for (int64_t c = 0; c < vec; c += 16) {
+        v16 acc = Load(bias + c);
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const float* row = in + ((y0 + ky) * W + x0) * C + c;
+          const int64_t k = static_cast<int64_t>(ky) * l.kw * C + c;
+          for (int kx = kx0; kx < kx1; ++kx) {
+            const v16 x = Load(row + kx * C);
+            acc += x * Load(w + k + kx * C) + SwapPairs(x) * Load(wp + k + kx * C);
+          }
+        }
+        if (alpha) acc = acc > 0 ? acc : acc * Load(alpha + c);
+        if (R) acc += Load(R + o + c);
+        Store(out + o + c, acc);
+      }
+      for (int64_t c = vec; c < C; ++c) {
+        float acc = bias[c];
+        for (int ky = ky0; ky < ky1; ++ky)
+          for (int kx = kx0; kx < kx1; ++kx) {
+            const float* px = in + ((y0 + ky) * W + x0 + kx) * C;
+            const int64_t k = (ky * l.kw + kx) * C + c;
+            acc += px[c] * w[k] + px[c ^ 1] * wp[k];
+          }
         if (alpha) acc = acc > 0 ? acc : acc * alpha[c];
         if (R) acc += R[o + c];
         out[o + c] = acc;
@@ -282,6 +347,7 @@ void RunImage(const std::vector<Layer>& layers, const float* params, const float
       Split(l.h_out, tid, nth, 1, &r0, &r1);
       if (l.op == kStem) Stem(l, img, w, b, a, out, cols, r0, r1);
       else if (l.op == kDepthwise) Depthwise(l, in, w, b, a, R, out, r0, r1);
+      else if (l.op == kPairs) Pairs(l, in, w, b, a, R, out, r0, r1);
       else Grouped(l, in, w, b, a, R, out, r0, r1);
     }
     if (nth > 1) {
