@@ -44,7 +44,10 @@ def test_prepared_network_matches_plain(name, backend, verify, engine, native_mo
     ref = plain(x).asnumpy()
     if native_mode == "fallback":  # the MXNet settings only
         engine = "mxnet"
-    prepare_for_inference(fast, x if verify else None, backend=backend, engine=engine)
+    net = fast
+    fast = prepare_for_inference(net, x if verify else None, backend=backend,
+                                 engine=engine)
+    assert fast.net is net
     if name == "mobilefacenet" and engine == "auto" and native_mode == "native":
         assert fast.inference_backend == "fused" and fast.fused is not None
     elif backend is None or not verify:
@@ -64,7 +67,7 @@ def test_failing_partition_falls_back():
     plain, fast = _pair("se_lresnet18e", seed=5)
     x = mx.nd.array(np.random.RandomState(6).uniform(-1, 1, (2, 3, 112, 112)))
     ref = plain(x).asnumpy()
-    prepare_for_inference(fast, x, backend="MKLDNN")
+    fast = prepare_for_inference(fast, x, backend="MKLDNN")
     assert fast.inference_backend is None
     out = fast(x).asnumpy()
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -91,6 +94,26 @@ def test_micro_batches_give_the_same_embeddings():
     np.testing.assert_allclose(again, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     with pytest.raises(ValueError, match="micro_batch"):
         prepare_for_inference(fast, micro_batch=0)
+
+
+def test_the_network_itself_is_not_patched():
+    """prepare_for_inference returns a wrapper: the network's own methods and
+    instance attributes stay as they were (only its class-level PReLU form
+    and its hybridize settings change)."""
+    plain, fast = _pair("mobilefacenet", seed=7)
+    x = mx.nd.array(np.random.RandomState(8).uniform(-1, 1, (3, 3, 112, 112)))
+    before = set(vars(fast))
+    prepared = prepare_for_inference(fast, x, micro_batch=2)
+    added = set(vars(fast)) - before
+    assert not {"forward", "hybrid_forward", "fused", "inference_backend"} & added
+    patched = []
+    fast.apply(lambda b: patched.append(b) if "hybrid_forward" in vars(b) else None)
+    assert not patched
+    assert prepared.net is fast and prepared.micro_batch == 2
+    ref = plain(x).asnumpy()
+    for out in (prepared(x), fast(x)):  # the wrapper, and the network alone
+        np.testing.assert_allclose(out.asnumpy(), ref, rtol=1e-4,
+                                   atol=1e-4 * np.abs(ref).max())
 
 
 def test_options_are_checked():

@@ -17,7 +17,8 @@ from .iresnet import (IResNet, IRBlock, EmbeddingHead, iresnet18, iresnet34,  # 
 from .seresnet import se_lresnet18e, se_lresnet50e, se_lresnet101e  # noqa: E402
 from .attention import AttentionNet, attention_net56, attention_net92  # noqa: E402
 from .flops import count_params, count_flops, model_table, ModelRow  # noqa: E402
-from .inference import prepare_for_inference, mkldnn_available  # noqa: E402
+from .inference import (PreparedNetwork, mkldnn_available,  # noqa: E402
+                        prepare_for_inference)
 from .fused import FusedNetwork, fuse_network  # noqa: E402
 from .native_train import NativeTrainingView, native_training_support  # noqa: E402
 from .quicknet import QuickFaceNet, quickfacenet  # noqa: E402
@@ -31,7 +32,8 @@ __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
            "se_lresnet18e", "se_lresnet50e", "se_lresnet101e",
            "AttentionNet", "attention_net56", "attention_net92",
            "count_params", "count_flops", "model_table", "ModelRow",
-           "prepare_for_inference", "mkldnn_available", "FusedNetwork", "fuse_network",
+           "prepare_for_inference", "PreparedNetwork", "mkldnn_available",
+           "FusedNetwork", "fuse_network",
            "NativeTrainingView", "native_training_support",
            "QuickFaceNet", "quickfacenet"]
 

@@ -34,17 +34,18 @@ Use the network for inference only afterwards: the fused operators may keep
 BatchNorm folded into their own copy of the weights, and ``static_shape``
 fixes the batch size (a new shape builds a new graph).
 """
-import types
 import warnings
 
 import numpy as np
 import mxnet as mx
+from mxnet import gluon
 
 from ..native.backend import check_engine, resolve_engine, to_native
 from .fused import try_fuse
 from .layers import PReLU
 
-__all__ = ["prepare_for_inference", "mkldnn_available", "inference_prelu_forward"]
+__all__ = ["prepare_for_inference", "PreparedNetwork", "MaxPReLU", "mkldnn_available",
+           "inference_prelu_forward"]
 
 
 def mkldnn_available():
@@ -78,16 +79,21 @@ def inference_prelu_forward(F, x, alpha, alpha_shape=None):
     return F.broadcast_maximum(x, F.broadcast_mul(x, alpha))
 
 
-def _fr_prelu_forward(self, F, x, alpha):
-    shape = None if self._in_channels == 1 else self._alpha_shape
-    return inference_prelu_forward(F, x, alpha, shape)
+class MaxPReLU(PReLU):
+    """:class:`~fr_lib.model_zoo.PReLU` as ``max(x, alpha * x)`` (two passes
+    instead of four; exact only when every slope lies in [0, 1], which
+    :func:`prepare_for_inference` checks before it swaps a block's class to
+    this one)."""
+
+    def hybrid_forward(self, F, x, alpha):
+        shape = None if self._in_channels == 1 else self._alpha_shape
+        return inference_prelu_forward(F, x, alpha, shape)
 
 
 def _prelu_blocks(block):
-    if isinstance(block, PReLU):
-        yield block
-    for child in block._children.values():
-        yield from _prelu_blocks(child)
+    found = []
+    block.apply(lambda b: found.append(b) if type(b) is PReLU else None)
+    return found
 
 
 def _slopes_in_unit_interval(block):
@@ -95,26 +101,50 @@ def _slopes_in_unit_interval(block):
     return bool((alpha >= 0).all() and (alpha <= 1).all())
 
 
-def _micro_batched(forward, size):
-    def call(self, x, *args):
-        if not isinstance(x, mx.nd.NDArray) or x.shape[0] <= size:
-            return forward(x, *args)
-        parts = [forward(x[i:i + size], *args) for i in range(0, x.shape[0], size)]
-        return mx.nd.concat(*parts, dim=0)
-    return call
-
-
 def _max_abs_error(a, b):
     return float(mx.nd.abs(a - b).max().asscalar())
 
 
-def _fused_forward(fused, fallback):
-    def call(self, x, *args):
-        if (not args and isinstance(x, mx.nd.NDArray) and x.ndim == 4
-                and x.dtype == np.float32 and x.context.device_type == "cpu"):
-            return fused(x)
-        return fallback(x, *args)
-    return call
+class PreparedNetwork(gluon.Block):
+    """What :func:`prepare_for_inference` returns: the prepared network as a
+    child block, plus the fused snapshot and the micro-batching.
+
+    Calling it on a float32 NCHW batch on CPU runs the fused operator when
+    there is one; everything else (other dtypes, devices, symbols, extra
+    inputs) goes through ``net``, ``micro_batch`` images at a time when set.
+
+    Attributes
+    ----------
+    net : HybridBlock
+        The network, hybridized with the chosen settings.
+    fused : FusedNetwork or None
+    inference_backend : str or None
+        ``'fused'``, a subgraph backend name such as ``'MKLDNN'``, or None.
+    micro_batch : int or None
+    """
+
+    def __init__(self, net, fused=None, inference_backend=None, micro_batch=None):
+        super().__init__(prefix="")
+        with self.name_scope():
+            self.net = net
+        self.fused = fused
+        self.inference_backend = inference_backend
+        self.micro_batch = micro_batch
+
+    def forward(self, x, *args):
+        if (self.fused is not None and not args and isinstance(x, mx.nd.NDArray)
+                and x.ndim == 4 and x.dtype == np.float32
+                and x.context.device_type == "cpu"):
+            return self.fused(x)
+        size = self.micro_batch
+        if size is None or not isinstance(x, mx.nd.NDArray) or x.shape[0] <= size:
+            return self.net(x, *args)
+        parts = [self.net(x[i:i + size], *args) for i in range(0, x.shape[0], size)]
+        return mx.nd.concat(*parts, dim=0)
+
+    def __repr__(self):
+        return (f"PreparedNetwork(backend={self.inference_backend!r}, "
+                f"micro_batch={self.micro_batch}, net={type(self.net).__name__})")
 
 
 def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
@@ -123,8 +153,8 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
 
     Parameters
     ----------
-    net : HybridBlock
-        An initialised (trained or loaded) network; it is changed in place.
+    net : HybridBlock or PreparedNetwork
+        An initialised (trained or loaded) network; it is hybridized in place.
     x : NDArray, optional
         A sample batch of the shape you will feed. With it the prepared
         network is checked against the plain network's output on ``x``, and
@@ -165,9 +195,14 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
 
     Returns
     -------
-    HybridBlock
-        ``net`` itself, hybridized; call it on batches of a fixed shape. Its
-        attribute ``inference_backend`` says which backend was kept.
+    PreparedNetwork
+        A wrapper block holding ``net`` (hybridized in place with the kept
+        settings; PReLU blocks may have been swapped for their one-pass forms)
+        and, for MobileFaceNet, the fused snapshot; call it on batches of a
+        fixed shape. ``inference_backend`` says which backend was kept.
+        Nothing of ``net`` is patched: calling ``net`` itself never runs the
+        fused operator or the micro-batching. Passing a PreparedNetwork
+        prepares its ``net`` again.
 
     Raises
     ------
@@ -198,6 +233,8 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     if backend == "auto":
         backend = "MKLDNN" if (mkldnn_available() and x is not None) else None
     reference = None
+    if isinstance(net, PreparedNetwork):  # prepared before: start from the network
+        net = net.net
     if x is not None:
         net.hybridize(active=False)
         reference = net(x)
@@ -209,11 +246,7 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
     elif prelu == "max":
         for block in _prelu_blocks(net):
             if _slopes_in_unit_interval(block):
-                block.hybrid_forward = types.MethodType(_fr_prelu_forward, block)
-    plain_forward = net.__dict__.get("_fr_plain_forward", net.forward)
-    net._fr_plain_forward = plain_forward
-    net.forward = (plain_forward if micro_batch is None
-                   else types.MethodType(_micro_batched(plain_forward, micro_batch), net))
+                block.__class__ = MaxPReLU
     fused = None
     if native:
         fused, reason = try_fuse(net)
@@ -228,32 +261,29 @@ def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
                 raise RuntimeError(message)
             warnings.warn(message + "; using the MXNet settings", RuntimeWarning, stacklevel=2)
             fused = None
-    net.fused = fused
     if fused is not None:  # other inputs take the plain (unpartitioned) graph
         net.hybridize(static_alloc=static, static_shape=static)
-        net.forward = types.MethodType(_fused_forward(fused, net.forward), net)
-        net.inference_backend = "fused"
-        return net
+        return PreparedNetwork(net, fused, "fused", micro_batch)
     candidates = [backend, None] if backend is not None else [None]
     for i, candidate in enumerate(candidates):
         options = dict(static_alloc=static, static_shape=static)
         if candidate is not None:
             options["backend"] = candidate
         net.hybridize(**options)  # also drops any graph cached before
-        net.inference_backend = candidate
+        prepared = PreparedNetwork(net, None, candidate, micro_batch)
         if reference is None:
-            return net
+            return prepared
         last = i == len(candidates) - 1
         try:
-            error = _max_abs_error(net(x), reference) / scale
+            error = _max_abs_error(prepared(x), reference) / scale
         except mx.base.MXNetError:
             if last:
                 raise
             continue
         if error <= rtol:
-            return net
+            return prepared
         if last:
             raise RuntimeError(
                 f"prepared network differs from the plain one by {error:.2e} "
                 f"(relative), more than rtol={rtol}")
-    return net
+    return prepared
