@@ -1,0 +1,164 @@
+"""Aligned faces in, L2-normalised embeddings out: from MXNet or ONNX Runtime.
+
+:class:`MXNetEmbedder` (a Gluon block or exported files) and
+:class:`OnnxEmbedder` (an ``.onnx`` file) share the input checks, the pixel
+convention of :mod:`fr_lib.data.transforms` and the flip-sum of the
+verification protocol. Taught in ``chapter_deployment/export-onnx`` and
+``chapter_deployment/verification-demo``.
+"""
+import os
+
+import numpy as np
+import mxnet as mx
+from mxnet import autograd
+
+from ..data.transforms import flip_batch, normalize_batch
+from .export import _backbone, load_exported
+from .onnx_export import require_onnxruntime
+
+__all__ = ["l2_normalize", "MXNetEmbedder", "OnnxEmbedder"]
+
+
+def l2_normalize(x, eps=1e-12):
+    """Rows of ``x`` divided by their L2 norm (float32)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.sqrt(np.maximum((x * x).sum(axis=-1, keepdims=True), eps))
+
+
+class _Embedder:
+    """Shared checks, batching, pixel convention and flip-sum."""
+
+    def __init__(self, flip=True, batch_size=64, size=112):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.flip, self.batch_size, self.size = bool(flip), int(batch_size), size
+
+    def _check(self, faces):
+        if isinstance(faces, mx.nd.NDArray):
+            faces = faces.asnumpy()
+        faces = np.asarray(faces)
+        if faces.ndim == 3:
+            faces = faces[None]
+        if faces.ndim != 4 or faces.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected aligned faces of shape (N, {self.size}, "
+                             f"{self.size}, 3) or ({self.size}, {self.size}, 3), "
+                             f"got {faces.shape}; align them with "
+                             "fr_lib.data.align_face or FaceVerifier.align")
+        if faces.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB faces (0..255), got {faces.dtype}")
+        return faces
+
+    def features(self, x):
+        """Raw backbone outputs of a normalised float32 NCHW batch (numpy)."""
+        raise NotImplementedError
+
+    def __call__(self, faces):
+        """L2-normalised embeddings of aligned faces.
+
+        Parameters
+        ----------
+        faces : numpy.ndarray or NDArray
+            ``(N, 112, 112, 3)`` or ``(112, 112, 3)`` uint8 RGB, aligned.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, D), float32
+            With ``flip``, ``normalize(f(x) + f(mirror(x)))``, else
+            ``normalize(f(x))``.
+        """
+        faces = self._check(faces)
+        out = []
+        for i in range(0, len(faces), self.batch_size):
+            chunk = faces[i:i + self.batch_size]
+            emb = self.features(normalize_batch(chunk))
+            if self.flip:
+                emb = emb + self.features(normalize_batch(flip_batch(chunk)))
+            out.append(emb)
+        return l2_normalize(np.concatenate(out))
+
+    embed = __call__
+
+
+class MXNetEmbedder(_Embedder):
+    """Embeddings from an MXNet backbone (a Gluon block or exported files).
+
+    Parameters
+    ----------
+    net : Block or str
+        A backbone, or a prefix written by :func:`export_model`.
+    ctx : Context or None
+        Defaults to the CPU.
+    flip : bool, default True
+        Add the embedding of the mirrored face before normalising (the
+        verification protocol of :mod:`fr_lib.metrics.verification`).
+    batch_size : int, default 64
+    epoch : int, default 0
+        Epoch of the parameter file when ``net`` is a prefix.
+    """
+
+    def __init__(self, net, ctx=None, flip=True, batch_size=64, epoch=0):
+        super().__init__(flip, batch_size)
+        self.ctx = ctx or mx.cpu()
+        self.net = load_exported(net, epoch, self.ctx) if isinstance(net, str) \
+            else _backbone(net)
+
+    def features(self, x):
+        """Raw outputs for a normalised float32 NCHW batch."""
+        with autograd.predict_mode():
+            return self.net(mx.nd.array(x, ctx=self.ctx)).asnumpy()
+
+
+class OnnxEmbedder(_Embedder):
+    """Embeddings from an ONNX file run by ONNX Runtime (CPU by default).
+
+    Parameters
+    ----------
+    model : str or bytes
+        Path of an ``.onnx`` file, or its serialised bytes.
+    flip : bool, default True
+        See :class:`MXNetEmbedder`.
+    batch_size : int, default 64
+        Largest batch sent to the session; a model exported with a fixed
+        batch size gets batches of exactly that size (the last one padded).
+    num_threads : int or None
+        Threads of one operator (``intra_op_num_threads``); None lets ONNX
+        Runtime choose (one per core).
+    providers : sequence of str, default ('CPUExecutionProvider',)
+
+    Raises
+    ------
+    ImportError
+        When onnxruntime is not installed (the message has the pip command).
+    """
+
+    def __init__(self, model, flip=True, batch_size=64, num_threads=None,
+                 providers=("CPUExecutionProvider",)):
+        super().__init__(flip, batch_size)
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        if num_threads is not None:
+            options.intra_op_num_threads = int(num_threads)
+        if isinstance(model, str) and not os.path.isfile(model):
+            raise FileNotFoundError(f"no ONNX file {model!r}; write it with "
+                                    "fr_lib.deploy.export_onnx")
+        self.session = ort.InferenceSession(model, options,
+                                            providers=list(providers))
+        spec = self.session.get_inputs()[0]
+        self.input_name = spec.name
+        self.fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+
+    def features(self, x):
+        """Raw outputs for a normalised float32 NCHW batch."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.fixed_batch is None:
+            return self.session.run(None, {self.input_name: x})[0]
+        b, out = self.fixed_batch, []
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n,) + x.shape[1:],
+                                                        np.float32)])
+            out.append(self.session.run(None, {self.input_name: chunk})[0][:n])
+        return np.concatenate(out)
