@@ -4,8 +4,10 @@ the loss and the reason (so does recipes.check_recipe, i.e. fr-train --dry-run).
 import os
 import sys
 
+import mxnet as mx
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
 
 from fr_lib.loss import LOSSES, LossContract, contract_of, get_loss_list
 from fr_lib.train import ArrayBatches, FaceTrainer
@@ -34,12 +36,13 @@ def test_every_registered_loss_declares_a_contract():
         LossContract("pixels")
 
 
-def _trainer(tmp_path, loss, hybridize, contexts):
+def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, **kwargs):
     X, y = train_helper.make_data(per_class=4)
-    cfg = train_helper.config(str(tmp_path), 2, loss=loss, loss_kwargs={},
-                              loss_warmup_iters=0, warmup_iters=0, batch_size=8,
-                              checkpoint_every=0, hybridize=hybridize,
-                              contexts=contexts)
+    values = dict(loss=loss, loss_kwargs={}, loss_warmup_iters=0, warmup_iters=0,
+                  batch_size=8, checkpoint_every=0, hybridize=hybridize,
+                  contexts=contexts)
+    values.update(kwargs)
+    cfg = train_helper.config(str(tmp_path), max_iters, **values)
     return FaceTrainer(cfg, ArrayBatches(X, y, 8, seed=1),
                        backbone=train_helper.make_mlp(0.0))
 
@@ -66,7 +69,15 @@ def test_trainable_losses_train_two_iterations(tmp_path, loss, hybridize, contex
 def test_refused_losses_are_refused_when_built(tmp_path, loss):
     with pytest.raises(ValueError, match=f"loss '{loss}' cannot be trained") as err:
         _trainer(tmp_path, loss, True, ["cpu(0)"])
+    assert str(err.value) == loss_refusal(loss)
     assert contract_of(loss).trainer_refusal() in str(err.value)
+
+
+def test_which_losses_train():
+    """The objective layer trains every loss except the metric losses (no
+    P×K source yet) and ring (a regulariser only)."""
+    assert sorted(REFUSED) == ["contrastive", "contrastive_batch", "ring", "triplet"]
+    assert "P×K batch source" in loss_refusal("triplet")
 
 
 def test_check_recipe_reports_the_refusal():
@@ -76,3 +87,119 @@ def test_check_recipe_reports_the_refusal():
     with pytest.raises(ValueError, match=r"train\.loss: loss 'triplet' cannot be "
                                          r"trained .*metric loss"):
         check_recipe(recipe)
+    for loss in ("center", "adaface", "subcenter_arcface"):  # now trainable
+        recipe["train"]["loss"], recipe["train"]["loss_kwargs"] = loss, {}
+        check_recipe(recipe)
+
+
+# -- correctness of what the objective layer feeds each loss --------------------
+def _first_step(tmp_path, loss, contexts=("cpu(0)",), **kwargs):
+    """The trainer, a batch, the head's output before the step (NumPy), the
+    embeddings, and the mean loss the first step reports."""
+    trainer = _trainer(tmp_path, loss, True, list(contexts), **kwargs)
+    X, y = train_helper.make_data(per_class=4)
+    X, y = mx.nd.array(X[::5]), mx.nd.array(y[::5])  # 8 samples, several classes
+    trainer.prepare(X)
+    emb = trainer.net(X)
+    out = trainer.head(emb).asnumpy() if trainer.objective.has_head else None
+    return trainer, y.asnumpy().astype(int), out, emb.asnumpy(), trainer.train_step(X, y)
+
+
+def _ce(logits, y):
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y]
+
+
+def _with_target(cos, y, target, s):
+    logits = s * cos.astype(np.float64)
+    logits[np.arange(len(y)), y] = s * target
+    return _ce(logits, y).mean()
+
+
+@pytest.mark.parametrize("engine", ["auto", "mxnet"])  # native loss forms or not
+def test_sphereface_gets_lambda_of_the_trainers_iteration(tmp_path, engine):
+    trainer, y, cos, _, loss = _first_step(tmp_path, "sphereface",
+                                           loss_kwargs={"s": 8.0}, engine=engine)
+    lam = 1000.0 / (1 + 0.12 * 1)  # Caffe's schedule at the first iteration
+    theta = np.arccos(np.clip(cos[np.arange(len(y)), y], -1 + 1e-7, 1 - 1e-7))
+    k = np.floor(4 * theta / np.pi)
+    psi = (-1) ** k * np.cos(4 * theta) - 2 * k
+    target = (lam * np.cos(theta) + psi) / (1 + lam)
+    assert_allclose(loss, _with_target(cos, y, target, 8.0), rtol=1e-4)
+    assert trainer.loss.iteration == 1
+
+
+@pytest.mark.parametrize("contexts", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
+def test_curricularface_t_after_one_step(tmp_path, contexts):
+    trainer, y, cos, _, loss = _first_step(tmp_path, "curricularface", contexts)
+    # t <- 0.01 * mean(clip(cos_y)) + 0.99 * 0 over the whole batch
+    cos_y = cos[np.arange(len(y)), y]
+    t = 0.01 * np.clip(cos_y, -1, 1).mean()
+    assert_allclose(trainer.loss.t, t, rtol=1e-5)
+    if len(contexts) == 1:  # the loss of this batch uses the updated t
+        theta = np.arccos(np.clip(cos_y, -1 + 1e-7, 1 - 1e-7))
+        cos_ym = np.cos(theta + 0.5)
+        target = np.where(cos_y > np.cos(np.pi - 0.5), cos_ym,
+                          cos_y - 0.5 * np.sin(0.5))
+        others = np.where(cos > cos_ym[:, None], cos * (t + cos), cos)
+        assert_allclose(loss, _with_target(others, y, target, 64.0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["auto", "mxnet"])
+def test_magface_gets_the_embedding_norms(tmp_path, engine):
+    trainer, y, cos, emb, loss = _first_step(
+        tmp_path, "magface", loss_kwargs={"s": 8.0, "l_a": 0.5, "u_a": 5.0},
+        engine=engine)
+    a = np.clip(np.linalg.norm(emb, axis=1), 0.5, 5.0)
+    m = 0.45 + (0.8 - 0.45) / 4.5 * (a - 0.5)
+    theta = np.arccos(np.clip(cos[np.arange(len(y)), y], -1 + 1e-7, 1 - 1e-7))
+    target = np.where(np.cos(theta) > np.cos(np.pi - m), np.cos(theta + m),
+                      np.cos(theta) - m * np.sin(m))
+    expected = _with_target(cos, y, target, 8.0) + 35.0 * (1 / a + a / 25.0).mean()
+    assert_allclose(loss, expected, rtol=1e-4)
+
+
+def test_adaface_statistics_after_one_step(tmp_path):
+    trainer, y, cos, emb, _ = _first_step(tmp_path, "adaface", ["cpu(0)", "cpu(1)"])
+    norms = np.clip(np.linalg.norm(emb.astype(np.float64), axis=1), 1e-3, 100)
+    assert_allclose(trainer.loss.batch_mean, 0.01 * norms.mean() + 0.99 * 20, rtol=1e-6)
+    assert_allclose(trainer.loss.batch_std, 0.01 * norms.std(ddof=1) + 0.99 * 100,
+                    rtol=1e-6)
+
+
+def test_subcenter_head_is_c_times_k_wide(tmp_path):
+    trainer, y, cos, _, loss = _first_step(tmp_path, "subcenter_arcface",
+                                           loss_kwargs={"k": 2, "s": 8.0})
+    assert cos.shape == (8, 2 * train_helper.NUM_CLASSES)
+    cos_y = cos.reshape(8, -1, 2).max(axis=2)
+    theta = np.arccos(np.clip(cos_y[np.arange(8), y], -1 + 1e-7, 1 - 1e-7))
+    target = np.where(np.cos(theta) > np.cos(np.pi - 0.5), np.cos(theta + 0.5),
+                      np.cos(theta) - 0.5 * np.sin(0.5))
+    assert_allclose(loss, _with_target(cos_y, y, target, 8.0), rtol=1e-4)
+
+
+def test_center_loss_centres_are_trained_and_saved(tmp_path):
+    trainer, y, _, emb, loss = _first_step(tmp_path, "center")
+    assert_allclose(loss, 0.5 * (emb ** 2).sum(axis=1).mean(), rtol=1e-5)  # centres 0
+    centres = trainer.loss.centers.data().asnumpy()
+    assert centres.shape == (train_helper.NUM_CLASSES, emb.shape[1])
+    assert np.abs(centres[np.unique(y)]).max() > 0  # moved by the optimizer
+    saved = mx.nd.load(trainer.save_checkpoint() + "/head.params")
+    assert_allclose(saved["centers"].asnumpy(), centres)
+
+
+@pytest.mark.parametrize("loss", ["curricularface", "adaface"])
+def test_resume_restores_the_running_state(tmp_path, loss):
+    kw = dict(checkpoint_every=2, resume=True)
+    full = _trainer(tmp_path / "full", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    full.fit(4)
+    part = _trainer(tmp_path / "part", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    part.fit(2)
+    resumed = _trainer(tmp_path / "part", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    resumed.fit(4)
+    assert resumed.objective.state_dict() == full.objective.state_dict()
+    assert full.objective.state_dict() != part.objective.state_dict()
+    for a, b in zip(resumed.params.values(), full.params.values()):  # same order
+        assert a.shape == b.shape
+        assert_allclose(a.data().asnumpy(), b.data().asnumpy(), rtol=1e-6, atol=1e-7)

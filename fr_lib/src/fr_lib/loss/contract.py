@@ -65,25 +65,11 @@ class LossContract:
             raise ValueError(f"head must be None, 'dense' or 'normdense', got {self.head!r}")
 
     def trainer_refusal(self):
-        """Why the plain ``head(emb) -> loss(out, label)`` step cannot train
-        this loss (a sentence), or ``None`` when it can."""
-        if self.extra_inputs:
-            return (f"its forward needs the extra input(s) {self.extra_inputs} "
-                    f"that the trainer's step does not supply")
-        if self.state:
-            return f"it keeps state outside the graph ({', '.join(self.state)})"
-        if self.head_k_arg is not None:
-            return "it needs a NormDense head C·k wide (sub-centres)"
-        if self.consumes in ("logits", "cosines"):
-            return None
-        if self.needs_num_classes:
-            return ("it works on embeddings and must be built with num_classes "
-                    "(its own class parameters)")
-        if self.sampler == "pk" or self.consumes in ("pairs", "triplets"):
-            what = "a batch" if self.consumes == "embeddings" else self.consumes
-            return (f"it consumes {what} of embeddings (a metric loss: "
-                    f"P×K batches), not a head's output")
-        return "it consumes the embeddings (a regulariser), not a head's output"
+        """Why :class:`~fr_lib.train.FaceTrainer` cannot train a loss with
+        this contract (a sentence), or ``None`` when it can; decided in one
+        place, :func:`fr_lib.train.objective.objective_refusal`."""
+        from ..train.objective import objective_refusal
+        return objective_refusal(self)
 
 
 def contract_of(loss):

@@ -428,7 +428,7 @@ def check_recipe(recipe):
         Listing every problem found, each naming its option.
     """
     import mxnet as mx
-    from ..loss import LOSSES
+    from ..loss import LOSSES, contract_of
     from ..model_zoo import MODELS
     from ..train.schedule import SCHEDULES
     cfg = _train_defaults()
@@ -442,6 +442,9 @@ def check_recipe(recipe):
             errors.append(f"train.{option}: {err}")
             return
         kwargs = cfg[kwargs_option] or {}
+        if registry is LOSSES and contract_of(cfg[option]).needs_num_classes:
+            # the trainer passes num_classes (the contract says it is needed)
+            kwargs = dict(kwargs, num_classes=kwargs.get("num_classes", 2))
         msg = _check_kwargs(f"train.{kwargs_option}", factory, kwargs)
         if msg:
             errors.append(msg)

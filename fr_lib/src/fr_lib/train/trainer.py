@@ -1,7 +1,8 @@
 """Training at scale: data parallelism, AMP, NaN guard, schedules, checkpoints.
 
 :class:`FaceTrainer` trains ``backbone -> head -> loss`` for a fixed number of
-iterations:
+iterations (head, loss, the loss's extra inputs and its running state are built
+from the loss's contract by :mod:`fr_lib.train.objective`):
 
 - **data parallel** over a list of contexts (GPUs, or several CPU contexts
   so the same code path runs on a laptop); gradients are summed over the
@@ -65,12 +66,12 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 
-from ..loss import get_loss
-from ..model_zoo import NativeTrainingView, NormDense, get_model, native_training_support
+from ..model_zoo import NativeTrainingView, get_model, native_training_support
 from ..native.backend import check_engine, to_native
 from ..utils.fileio import atomic_write_text
 from .checkpoint import (CheckpointError, CheckpointManager, RunDirectoryError, RunLock,
                          disk_free, rng_state, set_rng_state, step_seed)
+from .objective import Objective, objective_refusal
 from .schedule import make_schedule
 
 __all__ = ["TrainConfig", "FaceTrainer", "TrainResult", "NonFiniteError",
@@ -88,11 +89,10 @@ NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 def loss_refusal(name):
     """Why :class:`FaceTrainer` cannot train the loss ``name`` (a sentence naming
     the loss), or ``None``.  Read from the loss's contract
-    (:class:`fr_lib.loss.LossContract`): the trainer's step is
-    ``loss(head(backbone(x)), y)`` with a Dense head for logits and a NormDense
-    head C wide for cosines."""
-    from ..loss import contract_of
-    why = contract_of(name).trainer_refusal()
+    (:class:`fr_lib.loss.LossContract`) by the objective layer
+    (:mod:`fr_lib.train.objective`), which builds the head, the extra inputs
+    and the running state each trainable loss needs."""
+    why = objective_refusal(name)
     return None if why is None else \
         f"loss {name!r} cannot be trained by FaceTrainer/fr-train: {why}"
 
@@ -343,10 +343,11 @@ class TrainConfig:
     num_classes : int
         0 takes ``data.num_classes``.
     loss : str
-        A loss of :func:`fr_lib.loss.get_loss` that takes ``(cos, label)``
-        (``arcface``, ``cosface``, ``combined``, ``normface`` ...; the head
-        is then a :class:`~fr_lib.model_zoo.NormDense`), or ``'softmax'``
-        (a plain ``Dense`` head).
+        A registered loss (:func:`fr_lib.loss.get_loss`); its contract
+        says which head it gets (``NormDense`` C or C·k wide for cosine
+        losses, ``Dense`` for ``'softmax'``, none for embedding losses) and
+        which extra inputs and state it needs (:mod:`fr_lib.train.objective`).
+        Metric losses on P×K batches are refused with the reason.
     loss_kwargs : dict
     loss_warmup_iters : int
         Train with ``warmup_loss`` for this many iterations first.
@@ -568,20 +569,6 @@ def exclude_from_weight_decay(params, suffixes=NO_WD_SUFFIXES):
     return names
 
 
-class _TrainStep(gluon.HybridBlock):
-    """backbone -> head -> per-sample loss, as one graph."""
-
-    def __init__(self, backbone, head, loss, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone, self.head, self.loss = backbone, head, loss
-
-    def hybrid_forward(self, F, x, y):
-        emb = self.backbone(x)
-        if isinstance(emb, (list, tuple)):
-            emb = emb[0]
-        return self.loss(self.head(emb), y)
-
-
 @dataclass
 class TrainResult:
     """What :meth:`FaceTrainer.fit` returns.
@@ -635,7 +622,8 @@ class FaceTrainer:
         a block whose parameters are already initialised (e.g. pretrained)
         keeps them.
     head : HybridBlock, optional
-        Default: ``NormDense(num_classes)`` (``Dense`` for ``'softmax'``).
+        Default: the head of the loss's contract (``NormDense(num_classes)``,
+        ``Dense`` for ``'softmax'``; see :mod:`fr_lib.train.objective`).
     val_sets : dict, optional
         ``name -> (images, issame)`` or :class:`~fr_lib.data.VerificationSet`;
         default: the ``.bin`` files of ``config.val_sets``.
@@ -705,31 +693,42 @@ class FaceTrainer:
         self.num_classes = int(num_classes)
         self.net = backbone if backbone is not None else \
             get_model(cfg.backbone, **cfg.backbone_kwargs)
-        key = cfg.loss.lower()
-        for name in (key, cfg.warmup_loss.lower()) if cfg.loss_warmup_iters else (key,):
-            why = loss_refusal(name)
+        # head + loss (+ extra inputs and running state) from the loss's
+        # contract, in one place: fr_lib.train.objective
+        for name in (cfg.loss, cfg.warmup_loss) if cfg.loss_warmup_iters else (cfg.loss,):
+            why = loss_refusal(str(name).lower())
             if why is not None:
                 raise ValueError(why)
-        from ..loss import contract_of
-        if head is None:
-            head = NormDense(self.num_classes) if contract_of(key).head == "normdense" \
-                else gluon.nn.Dense(self.num_classes)
-        self.head = head
-        self.loss = get_loss(cfg.loss, **cfg.loss_kwargs)
-        warm_kwargs = dict(cfg.warmup_loss_kwargs)
-        if cfg.warmup_loss.lower() == "normface" and "s" not in warm_kwargs \
-                and hasattr(self.loss, "_s"):
-            warm_kwargs["s"] = self.loss._s
-        self.warmup_loss = get_loss(cfg.warmup_loss, **warm_kwargs) \
-            if cfg.loss_warmup_iters else None
+        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head)
+        self.head, self.loss = self.objective.head, self.objective.loss
+        self.warmup_objective = None
+        if cfg.loss_warmup_iters:
+            if not self.objective.has_head:
+                raise ValueError(f"loss_warmup_iters={cfg.loss_warmup_iters}: the loss "
+                                 f"{cfg.loss!r} has no head for warmup_loss "
+                                 f"{cfg.warmup_loss!r} to share; set loss_warmup_iters=0")
+            warm_kwargs = dict(cfg.warmup_loss_kwargs)
+            if cfg.warmup_loss.lower() == "normface" and "s" not in warm_kwargs \
+                    and hasattr(self.loss, "_s"):
+                warm_kwargs["s"] = self.loss._s
+            self.warmup_objective = Objective(cfg.warmup_loss, warm_kwargs,
+                                              self.num_classes, self.head)
+            main_c, warm_c = self.objective.contract, self.warmup_objective.contract
+            if (main_c.head, main_c.head_k_arg) != (warm_c.head, warm_c.head_k_arg):
+                raise ValueError(f"warmup_loss {cfg.warmup_loss!r} needs another head "
+                                 f"than loss {cfg.loss!r} ({warm_c.head}, "
+                                 f"k={warm_c.head_k_arg} vs {main_c.head}, "
+                                 f"k={main_c.head_k_arg}); set loss_warmup_iters=0")
+        self.warmup_loss = None if self.warmup_objective is None \
+            else self.warmup_objective.loss
         for block in (self.net, self.head):
             self._initialize(block)
         self.engine, why = self._choose_engine()
         # native: the backbone's training pass on fr_lib's NHWC operators,
         # traced into the same graph as the head and the loss
         body = NativeTrainingView(self.net) if self.engine == "native" else self.net
-        step = [_TrainStep(body, self.head, l) if l is not None else None
-                for l in (self.loss, self.warmup_loss)]
+        step = [o.make_step(body) if o is not None else None
+                for o in (self.objective, self.warmup_objective)]
         self.engine_reason = why
         if str(cfg.engine).lower() != "mxnet":
             # the loss's and the layers' own native forms (fr_lib.native),
@@ -944,9 +943,9 @@ class FaceTrainer:
         self.trainer.set_learning_rate(lr)
         if cfg.reseed_every_step:
             mx.random.seed(step_seed(cfg.seed, self.iteration), ctx="all")
-        step_net = self._warm_net if (self._warm_net is not None and
-                                      self.iteration < cfg.loss_warmup_iters) \
-            else self._step_net
+        warm = self._warm_net is not None and self.iteration < cfg.loss_warmup_iters
+        step_net = self._warm_net if warm else self._step_net
+        objective = self.warmup_objective if warm else self.objective
         n = X.shape[0]
         if n < len(self.contexts):
             raise ValueError(f"a batch of {n} cannot be split over "
@@ -960,7 +959,10 @@ class FaceTrainer:
         # in the forward pass)
         self._snapshot(full=cfg.check_update)
         with autograd.record():
-            losses = [step_net(a, b) for a, b in zip(xs, ys)]
+            # the contract's extra inputs (λ, running t / μ, σ) per context
+            outs = [step_net(a, b, *objective.inputs(c, self.iteration))
+                    for a, b, c in zip(xs, ys, self.contexts)]
+            losses, stats = objective.split(outs)
             if cfg.amp is not None:  # the scaling must be recorded too
                 with self._amp.scale_loss(losses, self.trainer) as scaled:
                     autograd.backward(scaled)
@@ -975,6 +977,7 @@ class FaceTrainer:
                         for i, arr in enumerate(p.list_data()):
                             self._keep(("p", name, i), arr)
         c0 = self.contexts[0]
+        objective.advance(stats, c0)  # undone below if the step is skipped
         loss_sums = [l.sum().astype("float32").reshape((1,)).as_in_context(c0)
                      for l in losses]
         self.trainer.allreduce_grads()
@@ -1014,6 +1017,7 @@ class FaceTrainer:
                     why = self._why_bad(0.0, 0.0, float(self._state_sq().asscalar()))
         if why is not None:
             self._restore()
+            objective.undo()
             self.bad_steps += 1
             self._consecutive_bad += 1
             self._log({"event": "bad_step", "iteration": self.iteration,
@@ -1249,7 +1253,7 @@ class FaceTrainer:
         mx.random.seed(self.config.seed)
         x = X[:1].as_in_context(self.contexts[0])
         emb = self.net(x)
-        self.head(emb[0] if isinstance(emb, (list, tuple)) else emb)
+        self.objective.init_shapes(emb[0] if isinstance(emb, (list, tuple)) else emb)
         self._shapes_known = True
 
     def _grads(self, ctx_index):
@@ -1275,7 +1279,8 @@ class FaceTrainer:
                  "best_metric": self.best_metric, "best_iteration": self.best_iteration,
                  "config": self.config.to_dict(), "mxnet": mx.__version__,
                  "num_contexts": len(self.contexts),
-                 "optimizer_params": self._optimizer_keys()}
+                 "optimizer_params": self._optimizer_keys(),
+                 "objective": self.objective.state_dict()}
         scaler = getattr(self.trainer, "_amp_loss_scaler", None)
         if scaler is not None:
             state["amp_loss_scale"] = float(scaler.loss_scale)
@@ -1395,6 +1400,7 @@ class FaceTrainer:
                 f"{' ...' if len(bad) > 4 else ''}); resume from an older checkpoint "
                 f"(resume=<name>): {older or 'none'}")
         self.data.load_state_dict(state["data"])
+        self.objective.load_state_dict(state.get("objective"))
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.bad_steps = int(state.get("bad_steps", 0))
