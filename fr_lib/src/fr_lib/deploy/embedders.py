@@ -3,7 +3,8 @@
 :class:`MXNetEmbedder` (a Gluon block or exported files) and
 :class:`OnnxEmbedder` (an ``.onnx`` file) share the input checks, the pixel
 convention of :mod:`fr_lib.data.transforms` and the flip-sum of the
-verification protocol. Taught in ``chapter_deployment/export-onnx`` and
+verification protocol; the network is run by :func:`fr_lib.metrics.embed`,
+the same function the verification evaluator uses. Taught in ``chapter_deployment/export-onnx`` and
 ``chapter_deployment/verification-demo``.
 """
 import os
@@ -12,7 +13,8 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
-from ..data.transforms import flip_batch, normalize_batch
+from ..data.transforms import normalize_batch
+from ..metrics.embedding import embed
 from .export import _backbone, load_exported
 from .onnx_export import require_onnxruntime
 
@@ -23,6 +25,20 @@ def l2_normalize(x, eps=1e-12):
     """Rows of ``x`` divided by their L2 norm (float32)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.sqrt(np.maximum((x * x).sum(axis=-1, keepdims=True), eps))
+
+
+class _Pixels:
+    """uint8 NHWC faces seen as the float32 NCHW batches a backbone takes,
+    converted one slice at a time (so a large set is never held twice)."""
+
+    def __init__(self, faces):
+        self.faces = faces
+
+    def __len__(self):
+        return len(self.faces)
+
+    def __getitem__(self, index):
+        return normalize_batch(self.faces[index])
 
 
 class _Embedder:
@@ -52,6 +68,11 @@ class _Embedder:
         """Raw backbone outputs of a normalised float32 NCHW batch (numpy)."""
         raise NotImplementedError
 
+    def _runner(self):
+        """``(net, ctx)`` for :func:`fr_lib.metrics.embed`: ``net`` takes an
+        NDArray batch on ``ctx``."""
+        return (lambda x: self.features(x.asnumpy())), mx.cpu()
+
     def __call__(self, faces):
         """L2-normalised embeddings of aligned faces.
 
@@ -66,15 +87,10 @@ class _Embedder:
             With ``flip``, ``normalize(f(x) + f(mirror(x)))``, else
             ``normalize(f(x))``.
         """
-        faces = self._check(faces)
-        out = []
-        for i in range(0, len(faces), self.batch_size):
-            chunk = faces[i:i + self.batch_size]
-            emb = self.features(normalize_batch(chunk))
-            if self.flip:
-                emb = emb + self.features(normalize_batch(flip_batch(chunk)))
-            out.append(emb)
-        return l2_normalize(np.concatenate(out))
+        net, ctx = self._runner()
+        emb, flipped = embed(net, _Pixels(self._check(faces)), flip=self.flip,
+                             batch_size=self.batch_size, ctx=ctx)
+        return l2_normalize(emb if flipped is None else emb + flipped)
 
     embed = __call__
 
@@ -106,6 +122,9 @@ class MXNetEmbedder(_Embedder):
         """Raw outputs for a normalised float32 NCHW batch."""
         with autograd.predict_mode():
             return self.net(mx.nd.array(x, ctx=self.ctx)).asnumpy()
+
+    def _runner(self):
+        return self.net, self.ctx
 
 
 class OnnxEmbedder(_Embedder):

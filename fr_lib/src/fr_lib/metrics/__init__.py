@@ -3,17 +3,21 @@
 - :mod:`fr_lib.metrics.verification` -- the LFW protocol (k-fold accuracy), ROC,
   AUC, EER, TAR@FAR, in NumPy
 - :mod:`fr_lib.metrics.identification` -- rank-k (CMC) accuracy, gallery/probe split
+- :mod:`fr_lib.metrics.embedding` -- :func:`embed`: a network over images and
+  their horizontal flips (the one embed-with-flip function of fr_lib)
 - :mod:`fr_lib.metrics.evaluator` -- runs a network over ``.bin`` pair sets
 """
 from mxnet import nd
 
-from . import verification, identification, evaluator
+from . import verification, identification, embedding, evaluator
 from .verification import *  # noqa: F401,F403
 from .identification import *  # noqa: F401,F403
+from .embedding import *  # noqa: F401,F403
 from .evaluator import *  # noqa: F401,F403
 
 __all__ = (["l2_normalize", "cosine_similarity", "squared_l2_distance"]
-           + verification.__all__ + identification.__all__ + evaluator.__all__)
+           + verification.__all__ + identification.__all__ + embedding.__all__
+           + evaluator.__all__)
 
 
 def l2_normalize(x, eps=1e-12):

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import mxnet as mx
 import numpy as np
 
+from .embedding import _net_context, embed
 from .verification import (DEFAULT_FARS, DEFAULT_THRESHOLDS, _as_issame,
                            evaluate_verification, pair_distances)
 
@@ -35,16 +36,6 @@ def _unpack(name, pair_set):
         raise ValueError(f"set {name!r}: images must be (2N, C, H, W) with N = "
                          f"len(issame) = {issame.size}, got shape {images.shape}")
     return images, issame
-
-
-def _net_context(net):
-    """The context of the network's first parameter (CPU when it has none yet)."""
-    for param in net.collect_params().values():
-        try:
-            return param.list_ctx()[0]
-        except RuntimeError:  # parameter not initialised
-            break
-    return mx.cpu()
 
 
 class VerificationEvaluator:
@@ -121,40 +112,21 @@ class VerificationEvaluator:
     def embed(self, net, images, desc=None):
         """Embeddings of ``images`` (and of their flips) by ``net``.
 
-        Runs outside ``autograd.record``, so BatchNorm and Dropout are in
-        inference mode. A network returning a tuple contributes its first
-        output.
+        :func:`fr_lib.metrics.embed` with this evaluator's batch size,
+        context, flip and progress settings, run by a fused snapshot of
+        ``net`` where the engine allows (see the class). Runs with autograd
+        paused, so BatchNorm and Dropout are in inference mode. A network
+        returning a tuple contributes its first output.
 
         Returns
         -------
         emb, flipped : numpy.ndarray, shape (len(images), D)
             ``flipped`` is None when ``flip`` is False.
         """
-        from tqdm.auto import tqdm
-
         ctx = self.ctx if self.ctx is not None else _net_context(net)
-        net = self._runner(net, ctx, images)
-        starts = range(0, images.shape[0], self.batch_size)
-        embs, flips = [], []
-        for lo in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
-            batch = images[lo:lo + self.batch_size]
-            if isinstance(batch, mx.nd.NDArray):
-                x = batch.as_in_context(ctx)
-            else:
-                dtype = batch.dtype if batch.dtype in (np.float16, np.float32) else np.float32
-                x = mx.nd.array(batch, ctx=ctx, dtype=dtype)
-            embs.append(self._forward(net, x))
-            if self.flip:
-                flips.append(self._forward(net, x.flip(axis=3)))  # NCHW: axis 3 is width
-        emb = np.concatenate(embs) if embs else np.zeros((0, 0), np.float32)
-        return emb, (np.concatenate(flips) if self.flip else None)
-
-    @staticmethod
-    def _forward(net, x):
-        out = net(x)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return out.asnumpy().reshape(x.shape[0], -1)
+        runner = self._runner(net, ctx, images)
+        return embed(runner, images, flip=self.flip, batch_size=self.batch_size,
+                     ctx=ctx, progress=self.progress, desc=desc)
 
     def evaluate_set(self, net, name):
         """The protocol on one set; returns a :class:`VerificationReport`."""
