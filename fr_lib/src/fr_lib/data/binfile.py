@@ -112,6 +112,10 @@ class VerificationSet:
     def batches(self, batch_size=128, flip=True, ctx=None):
         """Yield the 2N images in order, in batches, as the protocol needs them.
 
+        To embed a set, call :func:`fr_lib.metrics.embed` with ``self.images``
+        (it batches, mirrors and runs the network the same way); this
+        generator is for code that drives the network itself.
+
         Parameters
         ----------
         batch_size : int
