@@ -10,6 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fr_lib.loss import LOSSES, LossContract, contract_of, get_loss_list
+from fr_lib.data import PKSampler
 from fr_lib.train import ArrayBatches, FaceTrainer
 from fr_lib.train.trainer import loss_refusal
 
@@ -19,6 +20,8 @@ import train_helper  # noqa: E402
 
 TRAINABLE = [n for n in get_loss_list() if loss_refusal(n) is None]
 REFUSED = [n for n in get_loss_list() if loss_refusal(n) is not None]
+# the metric losses train on P×K batches (a PKSampler in the data source)
+PK_ONLY = [n for n in REFUSED if loss_refusal(n, pk=True) is None]
 
 
 def test_every_registered_loss_declares_a_contract():
@@ -36,22 +39,23 @@ def test_every_registered_loss_declares_a_contract():
         LossContract("pixels")
 
 
-def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, **kwargs):
+def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, pk=False, **kwargs):
     X, y = train_helper.make_data(per_class=4)
     values = dict(loss=loss, loss_kwargs={}, loss_warmup_iters=0, warmup_iters=0,
                   batch_size=8, checkpoint_every=0, hybridize=hybridize,
                   contexts=contexts)
     values.update(kwargs)
     cfg = train_helper.config(str(tmp_path), max_iters, **values)
-    return FaceTrainer(cfg, ArrayBatches(X, y, 8, seed=1),
-                       backbone=train_helper.make_mlp(0.0))
+    data = ArrayBatches(X, y, batch_sampler=PKSampler(y, 4, 2, seed=1)) if pk \
+        else ArrayBatches(X, y, 8, seed=1)
+    return FaceTrainer(cfg, data, backbone=train_helper.make_mlp(0.0))
 
 
 @pytest.mark.parametrize("contexts", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
 @pytest.mark.parametrize("hybridize", [True, False])
-@pytest.mark.parametrize("loss", TRAINABLE)
+@pytest.mark.parametrize("loss", TRAINABLE + PK_ONLY)
 def test_trainable_losses_train_two_iterations(tmp_path, loss, hybridize, contexts):
-    trainer = _trainer(tmp_path, loss, hybridize, contexts)
+    trainer = _trainer(tmp_path, loss, hybridize, contexts, pk=loss in PK_ONLY)
     trainer.fit(1)  # parameters exist after the first step
     before = {k: v.data(trainer.contexts[0]).asnumpy().copy()
               for k, v in trainer.params.items()}
@@ -74,10 +78,11 @@ def test_refused_losses_are_refused_when_built(tmp_path, loss):
 
 
 def test_which_losses_train():
-    """The objective layer trains every loss except the metric losses (no
-    P×K source yet) and ring (a regulariser only)."""
+    """The objective layer trains every loss except the pair loss and ring (a
+    regulariser only); the P×K metric losses need a P×K data source."""
     assert sorted(REFUSED) == ["contrastive", "contrastive_batch", "ring", "triplet"]
-    assert "P×K batch source" in loss_refusal("triplet")
+    assert sorted(PK_ONLY) == ["contrastive_batch", "triplet"]
+    assert "pk_k" in loss_refusal("triplet")
 
 
 def test_check_recipe_reports_the_refusal():
@@ -90,6 +95,30 @@ def test_check_recipe_reports_the_refusal():
     for loss in ("center", "adaface", "subcenter_arcface"):  # now trainable
         recipe["train"]["loss"], recipe["train"]["loss_kwargs"] = loss, {}
         check_recipe(recipe)
+    recipe["train"]["loss"], recipe["train"]["pk_k"] = "triplet", 4  # P×K batches
+    check_recipe(recipe)
+
+
+def test_fr_train_config_trains_triplet_on_pk_batches(tmp_path):
+    from mxnet import gluon
+    from fr_lib.data.synthetic import write_dataset
+    from fr_lib.train import train
+    info = write_dataset(str(tmp_path / "data"), num_identities=4,
+                         images_per_identity=4, num_val_pairs=0, seed=0)
+    backbone = gluon.nn.HybridSequential()
+    backbone.add(gluon.nn.Conv2D(4, 5, strides=4), gluon.nn.GlobalAvgPool2D(),
+                 gluon.nn.Dense(8))
+    config = {"data": info["out_dir"], "batch_size": 4, "pk_k": 2, "max_iters": 2,
+              "loss": "triplet", "loss_kwargs": {"normalize": True},
+              "out_dir": str(tmp_path / "run"), "progress": False,
+              "checkpoint_every": 0, "log_every": 1}
+    seen = []
+    result = train(config, backbone=backbone,
+                   callbacks=[lambda t, r: seen.append(t.data.batch_sampler)])
+    assert result.iterations == 2 and np.isfinite(result.last_loss)
+    assert isinstance(seen[0], PKSampler)
+    with pytest.raises(ValueError, match="not P×K"):
+        train(dict(config, pk_k=0, out_dir=str(tmp_path / "run2")), backbone=backbone)
 
 
 # -- correctness of what the objective layer feeds each loss --------------------
@@ -203,3 +232,23 @@ def test_resume_restores_the_running_state(tmp_path, loss):
     for a, b in zip(resumed.params.values(), full.params.values()):  # same order
         assert a.shape == b.shape
         assert_allclose(a.data().asnumpy(), b.data().asnumpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("contexts", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
+def test_contrastive_batch_loss_of_the_first_pk_step(tmp_path, contexts):
+    trainer = _trainer(tmp_path, "contrastive_batch", True, contexts, pk=True)
+    X, y = trainer.data.next_batch()
+    trainer.data.load_state_dict(dict(trainer.data.state_dict(), epoch=0, batch=0))
+    assert len(np.unique(y.asnumpy())) == 4  # P=4 identities x K=2
+    trainer.prepare(X)
+    emb, labels = trainer.net(X).asnumpy().astype(np.float64), y.asnumpy()
+
+    def by_hand(e, l):  # mean over the ordered pairs i != j, margin 1
+        d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1) + 1e-12)
+        same = l[:, None] == l[None]
+        off = ~np.eye(len(l), dtype=bool)
+        cost = np.where(same, d ** 2, np.maximum(1 - d, 0) ** 2) / 2
+        return cost[off].mean()
+    shards = np.array_split(np.arange(8), len(contexts))  # each context its shard
+    expected = np.mean([by_hand(emb[i], labels[i]) for i in shards])
+    assert_allclose(trainer.train_step(X, y), expected, rtol=1e-4)

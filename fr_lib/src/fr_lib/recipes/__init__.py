@@ -462,7 +462,7 @@ def check_recipe(recipe):
     from ..train.trainer import loss_refusal  # the loss contract: trainable?
     for option in ("loss", "warmup_loss") if cfg["loss_warmup_iters"] else ("loss",):
         if cfg[option] in LOSSES:
-            why = loss_refusal(str(cfg[option]).lower())
+            why = loss_refusal(str(cfg[option]).lower(), pk=bool(cfg.get("pk_k")))
             if why:
                 errors.append(f"train.{option}: {why}")
     if str(cfg["lr_mode"]).lower() not in SCHEDULES:

@@ -30,8 +30,15 @@ is saved in the trainer's checkpoint (:meth:`Objective.state_dict`) so a
 resumed run continues exactly, and a skipped non-finite step leaves it as it
 was (:meth:`Objective.undo`).
 
-Metric losses (pairs, triplets, P×K batches) are refused: the trainer's data
-sources yield class-balanced random batches, not the P×K batches they need.
+Metric losses on P×K batches (``sampler='pk'``: triplet, contrastive_batch)
+train when the data source draws its batches with a
+:class:`~fr_lib.data.PKSampler` (``TrainConfig.pk_k`` for ``fr-train``); their
+batch loss is spread over the samples of the shard, so that the trainer's
+"sum over samples / batch size" gives the loss (the mean over the shards,
+weighted by their sizes, with several contexts: each context mines its own
+shard, which holds whole identities when P is a multiple of the number of
+contexts).  The pair loss ``contrastive`` (two embedding batches and a flag)
+is refused: ``contrastive_batch`` forms every pair of a P×K batch instead.
 """
 import inspect
 
@@ -49,17 +56,23 @@ _SUPPORTED_EXTRAS = {(), ("lam",), ("norm",), ("t",)}
 _SUPPORTED_STATE = {(), ("lam",), ("t",), ("mean", "std"), ("centers",)}
 
 
-def objective_refusal(loss):
+def objective_refusal(loss, pk=False):
     """Why the objective layer cannot train ``loss`` (a name, class, instance
     or :class:`~fr_lib.loss.LossContract`), a sentence, or ``None``. Read from
-    the loss's contract only."""
+    the loss's contract only; ``pk``: the batches are P×K (drawn by a
+    :class:`~fr_lib.data.PKSampler`)."""
     c = loss if isinstance(loss, LossContract) else contract_of(loss)
-    if c.sampler == "pk" or c.consumes in ("pairs", "triplets"):
-        what = "pairs" if c.consumes == "pairs" else "P×K batches (K samples of " \
-            "each of P identities)"
-        return (f"it is a metric loss on {what} of embeddings; the trainer's data "
-                f"sources (ArrayBatches, RecordBatches) do not yield them yet (a P×K "
-                f"batch source for FaceTrainer is missing)")
+    if c.consumes == "pairs":
+        return ("it consumes pairs (two embedding batches and a same/different "
+                "flag), which no data source yields; use 'contrastive_batch', "
+                "which forms every pair of a P×K batch")
+    if c.sampler == "pk" or c.consumes == "triplets":
+        if pk:
+            return None
+        return ("it is a metric loss on P×K batches (K samples of each of P "
+                "identities) and the data source is not P×K: set TrainConfig.pk_k "
+                "(fr-train: train.pk_k) or give FaceTrainer ArrayBatches/"
+                "RecordBatches(batch_sampler=PKSampler(...))")
     if c.extra_inputs not in _SUPPORTED_EXTRAS or c.state not in _SUPPORTED_STATE:
         return (f"the objective layer cannot supply its extra inputs "
                 f"{c.extra_inputs} / state {c.state}")
@@ -102,7 +115,13 @@ class _ObjectiveStep(gluon.HybridBlock):
         if isinstance(emb, (list, tuple)):
             emb = emb[0]
         if not self._has_head:
-            return self.loss(emb, y)
+            loss = self.loss(emb, y)
+            if self._kind != "batch":
+                return loss
+            if isinstance(loss, (list, tuple)):  # triplet's return_fraction
+                loss = loss[0]
+            # one loss per batch, spread over its samples (see the module doc)
+            return F.broadcast_like(loss.reshape((1,)), y.reshape((-1,)))
         out = self.head(emb)
         kind, a = self._kind, self._alpha
         if kind == "plain":
@@ -143,6 +162,8 @@ class Objective:
     head : HybridBlock, optional
         Replaces the head the contract asks for (not allowed for losses
         without a head).
+    pk : bool, default False
+        The batches are P×K (needed by the metric losses).
 
     Attributes
     ----------
@@ -159,9 +180,9 @@ class Objective:
         When the loss is refused (see :func:`objective_refusal`).
     """
 
-    def __init__(self, name, loss_kwargs, num_classes, head=None):
+    def __init__(self, name, loss_kwargs, num_classes, head=None, pk=False):
         self.name = key = str(name).lower()
-        why = objective_refusal(key)
+        why = objective_refusal(key, pk)
         if why is not None:
             raise ValueError(f"loss {key!r} cannot be trained by FaceTrainer/fr-train: "
                              f"{why}")
@@ -187,7 +208,9 @@ class Objective:
                 width *= int(_argument(key, kwargs, c.head_k_arg))
             self.head = NormDense(width) if c.head == "normdense" \
                 else gluon.nn.Dense(width)
-        if "norm" in c.extra_inputs:
+        if c.sampler == "pk" or c.consumes == "triplets":
+            self.kind = "batch"
+        elif "norm" in c.extra_inputs:
             self.kind = "norm" if c.state == () else "adaface"
         elif c.state == ("t",):
             self.kind = "t"

@@ -86,13 +86,14 @@ NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 
 
 
-def loss_refusal(name):
+def loss_refusal(name, pk=False):
     """Why :class:`FaceTrainer` cannot train the loss ``name`` (a sentence naming
     the loss), or ``None``.  Read from the loss's contract
     (:class:`fr_lib.loss.LossContract`) by the objective layer
     (:mod:`fr_lib.train.objective`), which builds the head, the extra inputs
-    and the running state each trainable loss needs."""
-    why = objective_refusal(name)
+    and the running state each trainable loss needs; ``pk``: the batches are
+    P×K (a :class:`~fr_lib.data.PKSampler`), as the metric losses need."""
+    why = objective_refusal(name, pk)
     return None if why is None else \
         f"loss {name!r} cannot be trained by FaceTrainer/fr-train: {why}"
 
@@ -249,6 +250,10 @@ class ArrayBatches(_ResumableBatches):
     num_parts, part_index : int, default 1, 0
         Sharding over workers: every part takes every ``num_parts``-th
         sample of the same epoch order.
+    batch_sampler : sampler with ``set_epoch``, optional
+        E.g. :class:`~fr_lib.data.PKSampler` (P×K batches for the metric
+        losses); replaces the shuffled order, ``batch_size`` and the sharding
+        (the sampler shards itself).
 
     Attributes
     ----------
@@ -258,15 +263,15 @@ class ArrayBatches(_ResumableBatches):
         ``max(y) + 1``.
     """
 
-    def __init__(self, X, y, batch_size, shuffle=True, seed=0, rand_mirror=False,
-                 num_parts=1, part_index=0):
+    def __init__(self, X, y, batch_size=None, shuffle=True, seed=0, rand_mirror=False,
+                 num_parts=1, part_index=0, batch_sampler=None):
         self.X = np.asarray(X, dtype=np.float32)
         self.y = np.asarray(y, dtype=np.float32).reshape(-1)
         if len(self.X) != len(self.y):
             raise ValueError(f"X has {len(self.X)} samples but y has {len(self.y)}")
         self.num_classes = int(self.y.max()) + 1 if self.y.size else 0
-        super().__init__(len(self.X), batch_size, shuffle, seed, rand_mirror, None,
-                         num_parts, part_index)
+        super().__init__(len(self.X), batch_size, shuffle, seed, rand_mirror,
+                         batch_sampler, num_parts, part_index)
 
     def _make(self, positions, flips):
         x = self.X[positions]
@@ -349,6 +354,11 @@ class TrainConfig:
         which extra inputs and state it needs (:mod:`fr_lib.train.objective`).
         Metric losses on P×K batches are refused with the reason.
     loss_kwargs : dict
+    pk_k : int
+        0: shuffled batches. K > 0: :func:`train` draws P×K batches
+        (:class:`~fr_lib.data.PKSampler`, P = ``batch_size // K``) from
+        ``data``, as the metric losses (``triplet``, ``contrastive_batch``)
+        need.
     loss_warmup_iters : int
         Train with ``warmup_loss`` for this many iterations first.
     warmup_loss : str
@@ -468,6 +478,7 @@ class TrainConfig:
     loss: str = "arcface"
     loss_kwargs: dict = field(default_factory=dict)
     loss_warmup_iters: int = 0
+    pk_k: int = 0
     warmup_loss: str = "normface"
     warmup_loss_kwargs: dict = field(default_factory=dict)
     data: str = None
@@ -695,11 +706,13 @@ class FaceTrainer:
             get_model(cfg.backbone, **cfg.backbone_kwargs)
         # head + loss (+ extra inputs and running state) from the loss's
         # contract, in one place: fr_lib.train.objective
+        from ..data.sampler import PKSampler
+        pk = isinstance(getattr(self.data, "batch_sampler", None), PKSampler)
         for name in (cfg.loss, cfg.warmup_loss) if cfg.loss_warmup_iters else (cfg.loss,):
-            why = loss_refusal(str(name).lower())
+            why = loss_refusal(str(name).lower(), pk)
             if why is not None:
                 raise ValueError(why)
-        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head)
+        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head, pk)
         self.head, self.loss = self.objective.head, self.objective.loss
         self.warmup_objective = None
         if cfg.loss_warmup_iters:
@@ -1756,6 +1769,22 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
                              "directory")
 
         def data(num_parts, part_index):
+            sampler = None
+            if config.pk_k:  # P×K batches (metric losses): P = batch_size // K
+                from ..data.recordio import FaceRecordDataset
+                from ..data.sampler import PKSampler
+                _check_int("pk_k", config.pk_k, 1)
+                if config.batch_size % config.pk_k:
+                    raise ValueError(f"pk_k={config.pk_k} must divide batch_size="
+                                     f"{config.batch_size} (P x K batches)")
+                dataset = FaceRecordDataset(config.data, check=config.data_check)
+                sampler = PKSampler(dataset.identity_index,
+                                    config.batch_size // config.pk_k, config.pk_k,
+                                    seed=config.seed, num_parts=num_parts,
+                                    part_index=part_index)
+                return RecordBatches(dataset, rand_mirror=config.rand_mirror,
+                                     seed=config.seed, num_workers=config.num_workers,
+                                     batch_sampler=sampler)
             return RecordBatches(config.data, batch_size=config.batch_size,
                                  rand_mirror=config.rand_mirror, seed=config.seed,
                                  num_workers=config.num_workers, num_parts=num_parts,
