@@ -97,6 +97,10 @@ def test_check_recipe_reports_the_refusal():
         check_recipe(recipe)
     recipe["train"]["loss"], recipe["train"]["pk_k"] = "triplet", 4  # P×K batches
     check_recipe(recipe)
+    recipe["train"].update(loss="center", loss_warmup_iters=10)
+    with pytest.raises(ValueError, match="train.loss_warmup_iters: loss 'center' has "
+                                         "no head"):
+        check_recipe(recipe)
 
 
 def test_fr_train_config_trains_triplet_on_pk_batches(tmp_path):
@@ -252,3 +256,14 @@ def test_contrastive_batch_loss_of_the_first_pk_step(tmp_path, contexts):
     shards = np.array_split(np.arange(8), len(contexts))  # each context its shard
     expected = np.mean([by_hand(emb[i], labels[i]) for i in shards])
     assert_allclose(trainer.train_step(X, y), expected, rtol=1e-4)
+
+
+def test_skipped_step_leaves_the_running_state(tmp_path):
+    trainer = _trainer(tmp_path, "curricularface", True, ["cpu(0)"])
+    X, y = train_helper.make_data(per_class=4)
+    X, y = mx.nd.array(X[::5]), mx.nd.array(y[::5])
+    X[0] = np.nan
+    assert trainer.train_step(X, y) is None  # non-finite: skipped and undone
+    assert trainer.loss.t == 0.0 and trainer.bad_steps == 1
+    X[0] = 0.0
+    assert trainer.train_step(X, y) is not None and trainer.loss.t != 0.0

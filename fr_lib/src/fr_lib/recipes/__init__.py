@@ -465,6 +465,10 @@ def check_recipe(recipe):
             why = loss_refusal(str(cfg[option]).lower(), pk=bool(cfg.get("pk_k")))
             if why:
                 errors.append(f"train.{option}: {why}")
+    if cfg["loss_warmup_iters"] and cfg["loss"] in LOSSES \
+            and contract_of(cfg["loss"]).head is None:
+        errors.append(f"train.loss_warmup_iters: loss {cfg['loss']!r} has no head for "
+                      f"warmup_loss {cfg['warmup_loss']!r} to share; set it to 0")
     if str(cfg["lr_mode"]).lower() not in SCHEDULES:
         errors.append(f"train.lr_mode: unknown schedule {cfg['lr_mode']!r}; choose "
                       f"from {sorted(SCHEDULES)}")
