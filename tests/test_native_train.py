@@ -141,6 +141,40 @@ def test_bn_act_updates_running_statistics_like_batchnorm():
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("act", [1, 0])
+def test_bn_act_large_output_matches_numpy(act):
+    """An output of 8 MiB or more takes the streaming-store pass (AVX-512
+    CPUs): forward and the analytic gradients against NumPy in float64."""
+    rng = np.random.RandomState(4)
+    C = 128
+    z = rng.standard_normal((33, 16, 32, C)) * 1.5 + 2    # 8.25 MiB of float32
+    gamma, beta = rng.uniform(0.5, 2, C), rng.standard_normal(C)
+    alpha = rng.uniform(-0.3, 0.5, C)
+    eps = 1e-5
+    arrays = [z, gamma, beta] + ([alpha] if act else [])
+
+    def op(*xs):
+        stats = [mx.nd.zeros(C), mx.nd.ones(C)]
+        return mx.nd.fr_bn_act(*xs, *stats, eps=eps, momentum=0.9, act=act)[0]
+
+    y, grads, dy = _run(op, arrays)
+    flat = z.astype("float32").astype("f8").reshape(-1, C)
+    R = flat.shape[0]
+    inv = 1 / np.sqrt(flat.var(0) + eps)
+    xhat = (flat - flat.mean(0)) * inv
+    u = xhat * gamma + beta
+    dyf = dy.astype("float32").astype("f8").reshape(-1, C)
+    g = np.where(u > 0, dyf, dyf * alpha) if act else dyf
+    _close(y.reshape(-1, C), np.where(u > 0, u, alpha * u) if act else u)
+    dbeta, dgamma = g.sum(0), (g * xhat).sum(0)
+    _close(grads[0].reshape(-1, C), gamma * inv / R * (R * g - dbeta - xhat * dgamma),
+           rtol=1e-4)
+    _close(grads[1], dgamma, rtol=1e-4)
+    _close(grads[2], dbeta, rtol=1e-4)
+    if act:
+        _close(grads[3], (dyf * np.minimum(u, 0)).sum(0), rtol=1e-4)
+
+
 def test_operators_reject_bad_shapes():
     with pytest.raises(mx.MXNetError, match="multiples of 32"):
         mx.nd.fr_pw_conv(mx.nd.zeros((1, 2, 2, 48)), mx.nd.zeros((64, 48, 1, 1))).wait_to_read()
