@@ -16,6 +16,8 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 def estimate_similarity(src, dst):
     """Least-squares similarity transform (rotation, uniform scale, shift).
 
+    Book: introduced in ``chapter_introduction/first-look`` (动手：检测、对齐与比较).
+
     Finds the 2x3 matrix ``M`` minimising ``sum ||M @ [p, 1] - q||^2`` over
     corresponding points ``p`` in ``src`` and ``q`` in ``dst`` (Umeyama 1991,
     without reflection). Two points determine it exactly.
@@ -52,13 +54,18 @@ def estimate_similarity(src, dst):
 
 
 def apply_transform(matrix, points):
-    """Apply a 2x3 affine matrix to (K, 2) points."""
+    """Apply a 2x3 affine matrix to (K, 2) points.
+
+    Book: introduced in ``chapter_introduction/first-look`` (动手：检测、对齐与比较).
+    """
     points = np.asarray(points, dtype=np.float64)
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
 def align_face(image, landmarks, size=112, template=None):
     """Warp a face so its landmarks land on the ArcFace template.
+
+    Book: introduced in ``chapter_introduction/first-look`` (动手：检测、对齐与比较).
 
     Parameters
     ----------

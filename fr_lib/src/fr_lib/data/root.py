@@ -72,6 +72,8 @@ def resolve_data_dir(path, warn=True):
 def get_dataset_dir(name=EMORE_DIR, root=None, warn=True):
     """The folder of data set ``name`` under the data root.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     ``get_dataset_dir('emore')`` is ``<data root>/emore``; when only
     ``<data root>/faces_emore`` exists, that one (with a warning, see
     :func:`resolve_data_dir`).

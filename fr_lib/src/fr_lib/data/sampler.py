@@ -123,6 +123,8 @@ class _EpochSampler(Sampler):
 class PKSampler(_EpochSampler):
     """Batches of ``p`` identities x ``k`` samples each (a batch sampler).
 
+    Book: introduced in ``chapter_loss/metric-learning`` (对比损失与三元组损失).
+
     Each batch is a list of ``p * k`` dataset indices: ``k`` of the first
     identity, then ``k`` of the second, and so on, with ``p`` different
     identities. Identities are visited in a random order, ``p`` at a time;
@@ -235,6 +237,8 @@ class PKSampler(_EpochSampler):
 class ClassBalancedSampler(_EpochSampler):
     """Sample indices such that every class is equally likely.
 
+    Book: introduced in ``chapter_data/sampling`` (P×K 采样与数据分片).
+
     Each draw picks a class uniformly at random, then one of its samples
     uniformly (draws are independent, i.e. with replacement): sample ``i``
     of class ``c`` has probability ``1 / (C * n_c)`` for ``C`` classes with
@@ -278,6 +282,8 @@ class ClassBalancedSampler(_EpochSampler):
 
 class ShardSampler(_EpochSampler):
     """One worker's share of ``range(length)``.
+
+    Book: introduced in ``chapter_data/sampling`` (P×K 采样与数据分片).
 
     The indices (in order, or permuted with ``shuffle=True``) are cut into
     ``num_parts`` contiguous blocks; part ``i`` gets block ``i``. Without

@@ -77,6 +77,8 @@ def _rng(*key):
 class SyntheticFaces:
     """A seeded population of synthetic identities.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     Parameters
     ----------
     num_identities : int
@@ -436,6 +438,8 @@ def write_dataset(out_dir, num_identities=100, images_per_identity=20,
                   num_val_identities=None, val_name="synth_val", quality=95,
                   progress=False):
     """Write a synthetic training set and verification pairs.
+
+    Book: introduced in ``chapter_data/bin-pairs`` (`.bin` 验证对).
 
     ``out_dir`` gets ``train.rec``, ``train.idx``, ``property`` (InsightFace
     layout, identities ``0 .. num_identities-1`` with

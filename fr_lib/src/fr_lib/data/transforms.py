@@ -58,6 +58,8 @@ def _layout(x, layout):
 def normalize_batch(x, dtype="float32"):
     """uint8 (N)HWC RGB → float32 (N)CHW with ``(x - 127.5) / 128``.
 
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+
     Parameters
     ----------
     x : NDArray or numpy.ndarray
@@ -88,7 +90,10 @@ normalize = normalize_batch
 
 
 def denormalize(x):
-    """Inverse of :func:`normalize_batch`: float (N)CHW → uint8 (N)HWC, for plots."""
+    """Inverse of :func:`normalize_batch`: float (N)CHW → uint8 (N)HWC, for plots.
+
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+    """
     if x.ndim not in (3, 4):
         raise ValueError("denormalize expects (C, H, W) or (N, C, H, W), got "
                          f"shape {tuple(x.shape)}")
@@ -107,6 +112,8 @@ def _width_axis(layout):
 def flip_batch(x, layout=None):
     """Mirror every image left-right (test-time flip of the verification protocol).
 
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+
     Parameters
     ----------
     x : NDArray or numpy.ndarray
@@ -122,6 +129,8 @@ def flip_batch(x, layout=None):
 
 def random_flip(x, p=0.5, rng=None, layout=None):
     """Mirror each image left-right with probability ``p`` (independently per image).
+
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
 
     Parameters
     ----------
@@ -163,6 +172,8 @@ def _rng(rng):
 
 def adjust_color(x, brightness=1.0, contrast=1.0, saturation=1.0):
     """Apply given brightness, contrast and saturation factors, in that order.
+
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
 
     With the luma ``g = 0.299 R + 0.587 G + 0.114 B``:
 
@@ -220,6 +231,8 @@ def adjust_color(x, brightness=1.0, contrast=1.0, saturation=1.0):
 def color_jitter(x, brightness=0.125, contrast=0.125, saturation=0.125, rng=None):
     """Random brightness, contrast and saturation (small ranges, per image).
 
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+
     Each factor is drawn uniformly from ``[1 − r, 1 + r]`` for its range ``r``
     and applied by :func:`adjust_color` (uint8 (N)HWC RGB before normalisation).
 
@@ -253,6 +266,8 @@ except ImportError:  # opencv-python is optional; MXNet has its own OpenCV
 
 def decode_image(buf):
     """Decode an encoded image (JPEG, PNG, ...) to uint8 HWC RGB (numpy).
+
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
 
     Uses OpenCV's ``cv2.imdecode`` when ``opencv-python`` is installed (it
     releases the GIL, so decoding threads run in parallel), otherwise MXNet's

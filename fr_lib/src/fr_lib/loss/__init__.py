@@ -20,6 +20,8 @@ LOSSES.add("softmax", gluon.loss.SoftmaxCrossEntropyLoss)
 def get_loss(name, **kwargs):
     """Build the loss registered as ``name`` (case-insensitive).
 
+    Book: introduced in ``chapter_loss/center-ring`` (中心损失与环损失).
+
     Raises
     ------
     ValueError

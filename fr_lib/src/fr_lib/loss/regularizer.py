@@ -136,6 +136,8 @@ class _EmbeddingLoss(HybridBlock):
 def l2softmax_alpha_lower_bound(num_classes, p=0.9):
     r"""The lower bound on the L2-Softmax scale α (Ranjan et al., arXiv 1703.09507).
 
+    Book: introduced in ``chapter_loss/normalization`` (归一化与尺度：L2-Softmax 与 NormFace).
+
     .. math:: \alpha_{low} = \log \frac{p\,(C - 2)}{1 - p}
 
     The paper derives it as the smallest feature norm α with which the

@@ -41,6 +41,8 @@ def _unpack(name, pair_set):
 class VerificationEvaluator:
     """Verification accuracy, ROC, AUC, EER and TAR@FAR of a network on pair sets.
 
+    Book: introduced in ``chapter_evaluation/verification-protocol`` (验证、辨识与十折协议).
+
     Parameters
     ----------
     sets : dict
@@ -153,6 +155,8 @@ class VerificationEvaluator:
 def results_table(results, as_rows=False):
     """A plain-text table of results (one row per set), or its rows.
 
+    Book: introduced in ``chapter_evaluation/roc-far`` (阈值、ROC、TAR@FAR 与 EER).
+
     Parameters
     ----------
     results : dict
@@ -191,6 +195,8 @@ def results_table(results, as_rows=False):
 
 def plot_roc(results, ax=None, log_far=True):
     """ROC curves (TAR against FAR) of one or several sets.
+
+    Book: introduced in ``chapter_evaluation/roc-far`` (阈值、ROC、TAR@FAR 与 EER).
 
     Parameters
     ----------

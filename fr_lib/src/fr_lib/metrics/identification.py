@@ -68,6 +68,8 @@ def identification_rank_k(gallery_emb, gallery_labels, probe_emb, probe_labels,
                           ks=(1, 5), missing="raise", chunk_size=1024):
     """Rank-k accuracy of closed-set identification with cosine similarity.
 
+    Book: introduced in ``chapter_evaluation/identification`` (1:N 辨识).
+
     Parameters
     ----------
     gallery_emb : array-like or NDArray, shape (G, D)

@@ -87,6 +87,8 @@ def _check_pairs(distances, issame):
 def pair_distances(emb1, emb2, flip1=None, flip2=None, eps=1e-12):
     """Squared L2 distance of each pair under the verification protocol.
 
+    Book: introduced in ``chapter_evaluation/verification-protocol`` (验证、辨识与十折协议).
+
     Parameters
     ----------
     emb1, emb2 : array-like or NDArray, shape (N, D)
@@ -162,6 +164,8 @@ def _fold_ids(num_pairs, num_folds):
 def verification_accuracy(distances, issame, num_folds=10,
                           thresholds=DEFAULT_THRESHOLDS):
     """Verification accuracy with the threshold chosen by k-fold cross-validation.
+
+    Book: introduced in ``chapter_evaluation/verification-protocol`` (验证、辨识与十折协议).
 
     The LFW protocol (Huang et al., 2007) as InsightFace's ``calculate_roc``
     runs it: pairs are cut into ``num_folds`` contiguous folds (no shuffle);
@@ -253,6 +257,8 @@ def _roc_counts(d, s):
 def roc_curve(distances, issame):
     """ROC over all distinct distances (a pair is accepted when ``distance <= t``).
 
+    Book: introduced in ``chapter_evaluation/roc-far`` (阈值、ROC、TAR@FAR 与 EER).
+
     Parameters
     ----------
     distances : array-like, shape (N,)
@@ -310,6 +316,8 @@ def _eer(fp, tp, num_diff, num_same):
 def eer(distances, issame):
     """Equal error rate: the FAR where FAR = 1 - TAR on the ROC curve.
 
+    Book: introduced in ``chapter_evaluation/roc-far`` (阈值、ROC、TAR@FAR 与 EER).
+
     The ROC curve is taken as piecewise linear between its points, and the
     crossing with the line ``far = 1 - tar`` is interpolated.
 
@@ -359,6 +367,8 @@ def _tar_at_far(fp, tp, thr, num_diff, num_same, fars):
 
 def tar_at_far(distances, issame, fars=DEFAULT_FARS):
     """True accept rate at target false accept rates.
+
+    Book: introduced in ``chapter_evaluation/roc-far`` (阈值、ROC、TAR@FAR 与 EER).
 
     For each target, the TAR at the largest ROC threshold whose FAR does not
     exceed it (no interpolation; repeated FAR values on the curve are fine).

@@ -41,6 +41,8 @@ __all__ = ["get_model", "get_model_list", "register_model", "MODELS",
 def get_model(name, pretrained=None, **kwargs):
     """Build the model registered as ``name`` (case-insensitive).
 
+    Book: introduced in ``chapter_loss/center-ring`` (中心损失与环损失).
+
     ``pretrained='insightface:<file or name>'`` loads InsightFace's published
     weights (a ``backbone.pth`` or a model pack's ``.onnx``, see
     :mod:`fr_lib.model_zoo.pretrained`).

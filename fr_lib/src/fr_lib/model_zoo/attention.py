@@ -144,6 +144,8 @@ class _SoftMask(nn.HybridBlock):
 class AttentionModule(nn.HybridBlock):
     """``post((1 + mask(u)) * trunk(u))`` with ``u = pre(x)`` (paper Eq. 3).
 
+    Book: introduced in ``chapter_backbone/se-attention`` (SE 与注意力变体).
+
     Parameters
     ----------
     channels : int

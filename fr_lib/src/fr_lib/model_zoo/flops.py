@@ -60,6 +60,8 @@ def _shapes(sym, input_shape):
 def count_params(net, input_shape=(1, 3, 112, 112), include_aux=False):
     """Number of learnable parameters of ``net``.
 
+    Book: introduced in ``chapter_backbone/iresnet`` (从 ResNet 到 IResNet).
+
     Parameters
     ----------
     net : HybridBlock
@@ -80,6 +82,8 @@ def count_params(net, input_shape=(1, 3, 112, 112), include_aux=False):
 
 def count_flops(net, input_shape=(1, 3, 112, 112), by_op=False):
     """Multiply-adds per image of one forward pass of ``net``.
+
+    Book: introduced in ``chapter_loss/loss-comparison`` (比较：同一份数据上的所有损失).
 
     For a convolution with weight ``(C_out, C_in / groups, k_h, k_w)`` and
     output ``(N, C_out, H, W)`` the count is ``weight.size * H * W``; for a
@@ -132,6 +136,8 @@ def count_flops(net, input_shape=(1, 3, 112, 112), by_op=False):
 def model_table(names=None, input_shape=(1, 3, 112, 112), **kwargs):
     """Build each registered model and measure it.
 
+    Book: introduced in ``chapter_backbone/iresnet`` (从 ResNet 到 IResNet).
+
     Parameters
     ----------
     names : list of str, optional
@@ -168,6 +174,8 @@ def model_table(names=None, input_shape=(1, 3, 112, 112), **kwargs):
 def training_time(madds, num_images, peak_flops=T4_FP32_FLOPS,
                   utilization=0.3):
     """Seconds to train on ``num_images`` images, estimated from the counts.
+
+    Book: introduced in ``chapter_loss/loss-comparison`` (比较：同一份数据上的所有损失).
 
     A training step costs about three forward passes (the backward pass
     computes gradients for both activations and weights), and one

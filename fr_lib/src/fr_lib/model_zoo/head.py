@@ -11,6 +11,8 @@ __all__ = ["NormDense"]
 class NormDense(gluon.HybridBlock):
     r"""Cosine classifier: ``cos θ_ij = <x_i/||x_i||, w_j/||w_j||>``.
 
+    Book: introduced in ``chapter_loss/normalization`` (归一化与尺度：L2-Softmax 与 NormFace).
+
     The output is the ``(batch, num_classes)`` cosine matrix that every loss
     in :mod:`fr_lib.loss.margin` takes as input. Both the embeddings and the
     class weights are L2-normalised and there is no bias (NormFace,

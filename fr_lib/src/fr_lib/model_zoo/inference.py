@@ -49,7 +49,10 @@ __all__ = ["prepare_for_inference", "PreparedNetwork", "MaxPReLU", "mkldnn_avail
 
 
 def mkldnn_available():
-    """Whether this MXNet build has the oneDNN (MKLDNN) operators."""
+    """Whether this MXNet build has the oneDNN (MKLDNN) operators.
+
+    Book: introduced in ``chapter_backbone/comparison`` (骨干网络比较).
+    """
     try:
         return bool(mx.runtime.Features().is_enabled("MKLDNN"))
     except (AttributeError, RuntimeError):
@@ -150,6 +153,8 @@ class PreparedNetwork(gluon.Block):
 def prepare_for_inference(net, x=None, backend="auto", static=True, prelu="max",
                           rtol=1e-4, micro_batch=None, engine="auto"):
     """Hybridize an initialised backbone with the fastest safe CPU settings.
+
+    Book: introduced in ``chapter_backbone/comparison`` (骨干网络比较).
 
     Parameters
     ----------

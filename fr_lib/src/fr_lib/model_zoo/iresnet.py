@@ -35,6 +35,8 @@ class IRBlock(nn.HybridBlock):
     """Improved residual unit (ArcFace, arXiv 1801.07698, Fig. 7):
     ``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN [-> SE] + shortcut``.
 
+    Book: introduced in ``chapter_backbone/iresnet`` (从 ResNet 到 IResNet).
+
     The stride sits in the second convolution, and there is no activation
     after the addition. The shortcut is a strided 1x1 convolution + BN when
     the shape changes.
@@ -85,6 +87,8 @@ class IRBlock(nn.HybridBlock):
 
 class EmbeddingHead(nn.HybridBlock):
     """InsightFace's output "E": ``BN -> Dropout -> Flatten -> FC -> BN``.
+
+    Book: introduced in ``chapter_backbone/iresnet`` (从 ResNet 到 IResNet).
 
     The FC sees the whole ``C x 7 x 7`` map, so it keeps where on the face a
     feature was found (most of a ResNet's parameters live here:

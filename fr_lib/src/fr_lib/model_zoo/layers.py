@@ -98,6 +98,8 @@ def make_prelu(channels, fast=True, ndim=4):
 class SEBlock(nn.HybridBlock):
     """Squeeze-and-excitation gate (Hu et al., arXiv 1709.01507).
 
+    Book: introduced in ``chapter_backbone/se-attention`` (SE 与注意力变体).
+
     ``x * sigmoid(W2 prelu(W1 avgpool(x)))`` where ``W1`` maps ``channels``
     to ``channels // reduction`` and ``W2`` maps back; both are 1x1
     convolutions with bias, as in InsightFace's ``fresnet`` SE units.

@@ -457,6 +457,8 @@ def _download(url, dest):
 def insightface_file(spec, root=None, download=True):
     """The local path of an InsightFace model named by ``spec``.
 
+    Book: introduced in ``chapter_deployment/verification-demo`` (人脸验证演示).
+
     ``spec`` is a path to a ``.pth`` or ``.onnx`` file, or a name of
     :data:`INSIGHTFACE_MODELS` (``w600k_r50``, ``w600k_mbf``, ``glintr100``,
     with or without ``.onnx``). Names are looked up in ``root`` (default
@@ -539,6 +541,8 @@ def _bn_entries(key, bn, eps=_TORCH_EPS):
 
 def insightface_state_dict(net):
     """The arcface_torch state dict of an fr_lib IResNet or mbf.
+
+    Book: introduced in ``chapter_deployment/verification-demo`` (人脸验证演示).
 
     The inverse of :func:`load_insightface_weights` for ``.pth`` files:
     parameter names of ``backbones/iresnet.py`` (``conv1``, ``layer1.0.bn1``,
@@ -623,7 +627,10 @@ def _op_int(v):
 
 def save_pth(state_dict, path):
     """Write a float32 state dict as ``torch.save`` does (zip, protocol 2),
-    readable by ``torch.load`` and :func:`read_pth`; atomic."""
+    readable by ``torch.load`` and :func:`read_pth`; atomic.
+
+    Book: introduced in ``chapter_deployment/verification-demo`` (人脸验证演示).
+    """
     archive = os.path.splitext(os.path.basename(path))[0] or "archive"
     od = b"ccollections\nOrderedDict\n)R"
     body = [b"\x80\x02" + od + b"("]

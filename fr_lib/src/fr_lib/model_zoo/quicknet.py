@@ -16,6 +16,8 @@ __all__ = ["QuickFaceNet", "quickfacenet"]
 class QuickFaceNet(nn.HybridBlock):
     """A small residual CNN for 112x112 faces that trains fast on a CPU.
 
+    Book: introduced in ``chapter_evaluation/verification-protocol`` (验证、辨识与十折协议).
+
     ``avg-pool 2x2 (112 -> 56) -> 3 stages (conv3x3 s2 + residual conv3x3,
     56 -> 28 -> 14 -> 7) -> E head (BN, FC on the 7x7 map, BN)``. It takes
     the standard input, ``(N, 3, 112, 112)`` in fr_lib's pixel convention,

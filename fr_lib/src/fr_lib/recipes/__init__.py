@@ -233,7 +233,10 @@ def validate_recipe(recipe):
 
 
 def list_recipes():
-    """Names of the recipes shipped with fr_lib (``fr-train NAME`` runs one)."""
+    """Names of the recipes shipped with fr_lib (``fr-train NAME`` runs one).
+
+    Book: introduced in ``chapter_training/emore-recipe`` (emore 上的完整配方).
+    """
     return sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith(".yaml"))
 
 
@@ -299,6 +302,8 @@ def apply_override(recipe, assignment):
 
 def load_recipe(name_or_path, overrides=(), quick=None):
     """Read a recipe, apply quick-mode overrides and ``--set`` overrides.
+
+    Book: introduced in ``chapter_backbone/comparison`` (骨干网络比较).
 
     Parameters
     ----------

@@ -75,6 +75,8 @@ class Objective:
 def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
     """An :class:`Objective` for a registered loss name.
 
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+
     Parameters
     ----------
     name : str
@@ -137,6 +139,8 @@ def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
 
 def extract_embeddings(net, X, batch_size=500, ctx=None):
     """Run ``net`` over ``X`` (numpy or NDArray) in batches; returns numpy.
+
+    Book: introduced in ``chapter_loss/metric-learning`` (对比损失与三元组损失).
 
     ``ctx``: a context or a list of them (each batch is split over the list,
     one slice per device); ``None`` means :func:`fr_lib.utils.default_devices`
@@ -247,6 +251,8 @@ def train_trunk(data, embedding_size=32, num_epochs=2, batch_size=64, lr=1e-2,
                 channels=(32, 64, 128), batch_norm=True, seed=0, ctx=None):
     """Train LeNet++ once with softmax and cache its convolutional features.
 
+    Book: introduced in ``chapter_loss/loss-comparison`` (比较：同一份数据上的所有损失).
+
     The trunk for ``train_features(..., trunk=trunk)``: every loss then
     trains only a small embedding network and its head on the cached
     features. The embedding trained here is wider than 2 (default 32) so
@@ -282,7 +288,10 @@ def train_trunk(data, embedding_size=32, num_epochs=2, batch_size=64, lr=1e-2,
 def embedding_head(embedding_size=2, hidden=64):
     """The per-loss network on a trunk: ``Flatten -> Dense(hidden) ->
     BatchNorm -> PReLU -> Dense(embedding_size)``; ``hidden=0`` keeps only
-    the last layer (LeNet++'s own, linear embedding layer)."""
+    the last layer (LeNet++'s own, linear embedding layer).
+
+    Book: introduced in ``chapter_loss/loss-comparison`` (比较：同一份数据上的所有损失).
+    """
     head = gluon.nn.HybridSequential(prefix="")
     head.add(gluon.nn.Flatten())
     if hidden:
@@ -298,6 +307,8 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
                    hidden=64, schedule="constant"):
 
     """Train LeNet++ with ``objective`` on ``data`` (:class:`~fr_lib.data.MNISTData`).
+
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
 
     Parameters
     ----------

@@ -69,6 +69,8 @@ def _normalize(x, eps):
 class PartialFC:
     r"""Sharded normalised-FC head with class sampling and sparse updates.
 
+    Book: introduced in ``chapter_training/partial-fc`` (大分类层与 Partial FC).
+
     For an embedding batch ``x`` with labels ``y``, each shard ``s`` (a
     contiguous range of classes on ``ctx[s]``) samples the rows
 

@@ -104,6 +104,8 @@ class QuickModel:
 def quick_settings(**overrides):
     """The settings :func:`quick_face_model` uses: quick or full ones, updated.
 
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+
     Parameters
     ----------
     **overrides
@@ -136,6 +138,8 @@ def _key(d):
 
 def quick_dataset(settings=None, root=None, workers=2, progress=True):
     """Write (once) the synthetic data set of ``settings``; return its info.
+
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
 
     Parameters
     ----------
@@ -276,6 +280,8 @@ def _train(settings, images, labels, bin_path, ctx, progress):
 def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
                      workers=2, **overrides):
     """A small face network trained on synthetic identities (cached).
+
+    Book: introduced in ``chapter_evaluation/verification-protocol`` (验证、辨识与十折协议).
 
     The first call writes the data set (:func:`quick_dataset`), trains a
     :class:`~fr_lib.model_zoo.quicknet.QuickFaceNet` with a :class:`~fr_lib.model_zoo.NormDense` head and

@@ -206,6 +206,8 @@ def make_schedule(mode, base_lr, max_update=None, warmup_steps=0,
                   warmup_begin_lr=0.0, steps=(), factor=0.1, power=2.0, final_lr=0.0):
     """Build a schedule by name.
 
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+
     Parameters
     ----------
     mode : {'constant', 'step', 'cosine', 'poly'}

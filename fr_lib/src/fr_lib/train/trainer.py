@@ -234,6 +234,8 @@ class _ResumableBatches:
 class ArrayBatches(_ResumableBatches):
     """Resumable batches of in-memory arrays (vectors, images, synthetic data).
 
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+
     Parameters
     ----------
     X : array-like
@@ -283,6 +285,8 @@ class ArrayBatches(_ResumableBatches):
 
 class RecordBatches(_ResumableBatches):
     """Resumable batches of a face RecordIO set (InsightFace or plain layout).
+
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
 
     Reads with :meth:`~fr_lib.data.FaceRecordDataset.read_raw` and decodes
     with :class:`~fr_lib.data.FaceBatchify` (the pixels of
@@ -337,6 +341,8 @@ class RecordBatches(_ResumableBatches):
 @dataclass
 class TrainConfig:
     """Everything a training run needs, as plain values (a YAML recipe maps onto it).
+
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
 
     Attributes
     ----------
@@ -619,6 +625,8 @@ class TrainResult:
 
 class FaceTrainer:
     """Train a face recognition backbone with a margin loss (see the module docstring).
+
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
 
     Parameters
     ----------
@@ -1797,6 +1805,8 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
 def read_log(path):
     """Read a JSON-lines training log.
 
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+
     Parameters
     ----------
     path : str
@@ -1824,6 +1834,8 @@ def read_log(path):
 
 def plot_log(path, axes=None):
     """Plot a training log: loss, learning rate and verification accuracy.
+
+    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
 
     Parameters
     ----------

@@ -101,6 +101,8 @@ def show_grid(images, ncols=None, row_labels=None, tile_labels=None, ax=None,
               title=None, gap=2, tile_inches=0.9, fontsize=8):
     """Draw a contact sheet with matplotlib.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     Parameters
     ----------
     images : sequence or array
@@ -195,6 +197,8 @@ def count_bins(counts):
 def plot_count_histogram(counts, ax=None, label=None, xlabel=None, ylabel=None,
                          log_y=False, **bar_kwargs):
     """Histogram of positive counts in power-of-two bins, on a log2 x axis.
+
+    Book: introduced in ``chapter_data/sampling`` (P×K 采样与数据分片).
 
     Parameters
     ----------

@@ -53,6 +53,8 @@ def list_gpus():
 def get_devices(num_gpus=None, num_cpus=1):
     """Contexts for (data-parallel) computation.
 
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+
     Parameters
     ----------
     num_gpus : int or None

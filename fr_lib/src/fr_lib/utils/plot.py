@@ -29,6 +29,8 @@ def find_cjk_font_files():
 def use_chinese_font():
     """Configure matplotlib so that Chinese text in figures renders.
 
+    Book: introduced in ``chapter_introduction/face-recognition-task`` (人脸识别任务).
+
     Registers CJK font files installed after matplotlib built its font cache
     (e.g. ``apt-get install fonts-noto-cjk`` in a running Colab), then puts the
     first available CJK family in front of ``font.sans-serif``.

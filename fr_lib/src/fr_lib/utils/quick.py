@@ -9,6 +9,8 @@ QUICK_ENV = "FR_QUICK"
 def quick_mode(default=None):
     """Whether to run the quick setting (small data, few epochs).
 
+    Book: introduced in ``chapter_introduction/face-recognition-task`` (人脸识别任务).
+
     ``FR_QUICK`` decides when it is set: 1/true/yes/on (case-insensitive)
     means quick, 0/false/no/off means full.
 
@@ -39,5 +41,8 @@ def quick_mode(default=None):
 
 
 def pick(full, quick):
-    """``quick`` in quick mode, otherwise ``full`` -- e.g. ``pick(20, 2)`` epochs."""
+    """``quick`` in quick mode, otherwise ``full`` -- e.g. ``pick(20, 2)`` epochs.
+
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+    """
     return quick if quick_mode() else full

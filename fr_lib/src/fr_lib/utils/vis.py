@@ -27,6 +27,8 @@ def plot_embeddings(embeddings, labels, ax=None, title=None, normalize=False,
                     max_points=3000, seed=0, label_centres=True):
     """Scatter 2-D embeddings, one colour per class, the class id at its centre.
 
+    Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+
     Parameters
     ----------
     embeddings : array (N, 2)
@@ -66,7 +68,11 @@ def plot_embeddings(embeddings, labels, ax=None, title=None, normalize=False,
 
 def plot_embeddings_sphere(embeddings, labels, ax=None, title=None, max_points=2000,
                            seed=0):
-    """3-D embeddings projected onto the unit sphere, with a wireframe sphere."""
+    """3-D embeddings projected onto the unit sphere, with a wireframe sphere.
+
+    Book: introduced in ``chapter_loss/angular-margin`` (角度间隔：SphereFace、CosFace 与
+    ArcFace).
+    """
     emb = np.asarray(embeddings, dtype=np.float64)
     labels = np.asarray(labels).astype(int).ravel()
     if emb.ndim != 2 or emb.shape[1] != 3:
@@ -94,6 +100,9 @@ def plot_embeddings_sphere(embeddings, labels, ax=None, title=None, max_points=2
 
 def target_logit(theta, kind="arcface", m1=1.0, m2=0.0, m3=0.0, m=None):
     """The true-class cosine after the margin, as a function of θ (radians).
+
+    Book: introduced in ``chapter_loss/angular-margin`` (角度间隔：SphereFace、CosFace 与
+    ArcFace).
 
     ``kind`` is one of :data:`MARGIN_KINDS`; ``m`` sets the one margin of
     SphereFace (integer), CosFace (m3) or ArcFace (m2); ``'combined'`` uses
@@ -125,6 +134,9 @@ def target_logit(theta, kind="arcface", m1=1.0, m2=0.0, m3=0.0, m=None):
 def plot_target_logits(curves, ax=None, title=None):
     """Plot several target-logit curves.
 
+    Book: introduced in ``chapter_loss/angular-margin`` (角度间隔：SphereFace、CosFace 与
+    ArcFace).
+
     ``curves`` is a list of ``(label, kwargs)`` for :func:`target_logit`.
     """
     ax = _axes(ax, figsize=(5, 3.5))
@@ -145,6 +157,9 @@ def plot_decision_regions(kind="arcface", s=30.0, m1=1.0, m2=0.0, m3=0.0, m=None
                           angle=90.0, ax=None, title=None, resolution=241):
     """Two classes with unit weight vectors ``angle`` degrees apart: where on
     the unit circle each class *wins with its margin applied*.
+
+    Book: introduced in ``chapter_loss/angular-margin`` (角度间隔：SphereFace、CosFace 与
+    ArcFace).
 
     A point at angle φ is safely class 1 where
     ``target(θ1) > cos θ2`` and safely class 2 where ``target(θ2) > cos θ1``;
@@ -184,6 +199,8 @@ def _nearest_angles(cos):
 
 def angle_statistics(embeddings, labels):
     """Angles (degrees) that say how compact and how separated classes are.
+
+    Book: introduced in ``chapter_loss/center-ring`` (中心损失与环损失).
 
     Returns
     -------

@@ -4,7 +4,10 @@ __all__ = ["require_ipywidgets", "slider"]
 
 
 def require_ipywidgets():
-    """Import ipywidgets or explain how to install it."""
+    """Import ipywidgets or explain how to install it.
+
+    Book: introduced in ``chapter_loss/margin-explorer`` (交互式间隔探索器).
+    """
     try:
         import ipywidgets
     except ImportError as err:
@@ -14,7 +17,10 @@ def require_ipywidgets():
 
 
 def slider(description, value, lo, hi, step):
-    """A float slider with a Chinese-friendly wide description."""
+    """A float slider with a Chinese-friendly wide description.
+
+    Book: introduced in ``chapter_loss/margin-explorer`` (交互式间隔探索器).
+    """
     widgets = require_ipywidgets()
     return widgets.FloatSlider(value=value, min=lo, max=hi, step=step,
                                description=description, continuous_update=False,

@@ -167,6 +167,8 @@ class FaceBatchify:
 class FaceRecordIter:
     """Fast batches from a :class:`FaceRecordDataset`.
 
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+
     The file is read in the calling thread (a handful of ``pread`` calls per
     batch); decoding, mirroring and normalisation of the whole batch happen in
     :class:`FaceBatchify`, optionally in helper threads, while the next batch's

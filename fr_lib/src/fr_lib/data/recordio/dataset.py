@@ -32,6 +32,8 @@ class RawRecord(tuple):
 class FaceRecordDataset(gluon.data.Dataset):
     """Face images and class ids from an InsightFace-layout or plain ``.rec``.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     Only image records count: InsightFace's header record (key 0) and identity
     records are read as metadata, never returned, never decoded.
 

@@ -216,6 +216,8 @@ def read_index(idx_path, rec_size=None):
 def iter_records(rec_path):
     """Scan a ``.rec`` file from the start.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     Yields
     ------
     offset : int

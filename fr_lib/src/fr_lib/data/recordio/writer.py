@@ -80,6 +80,8 @@ def write_face_rec(out_dir, items, layout="insightface", shuffle_seed=None,
                    prefix="train", progress=False):
     """Write ``<prefix>.rec``, ``<prefix>.idx`` and ``property`` atomically.
 
+    Book: introduced in ``chapter_data/recordio`` (RecordIO 格式：逐字节打开训练集).
+
     Parameters
     ----------
     out_dir : str

@@ -38,6 +38,8 @@ def read_landmarks(path):
 def eyes_from_box(box):
     """Eye centres guessed from a Haar frontal-face box ``(x, y, w, h)``.
 
+    Book: introduced in ``chapter_data/bin-pairs`` (`.bin` 验证对).
+
     In boxes of ``haarcascade_frontalface_default`` the eyes sit at roughly
     27 % and 73 % of the width and 37 % of the height (as on scikit-image's
     astronaut, whose eyes the eye cascade finds at 26 %/75 % and 36 %). A
@@ -50,6 +52,8 @@ def eyes_from_box(box):
 
 class FaceEyeDetector:
     """The largest frontal face and its two eyes, with OpenCV's Haar cascades.
+
+    Book: introduced in ``chapter_data/bin-pairs`` (`.bin` 验证对).
 
     Eyes are searched in the upper 60 % of the face box; of the candidates
     the largest one left of the box centre and the largest one right of it
