@@ -120,7 +120,7 @@ class PreparedNetwork(gluon.Block):
     ----------
     net : HybridBlock
         The network, hybridized with the chosen settings.
-    fused : FusedNetwork or None
+    fused : fr_lib.model_zoo.fused.FusedNetwork or None
     inference_backend : str or None
         ``'fused'``, a subgraph backend name such as ``'MKLDNN'``, or None.
     micro_batch : int or None

@@ -213,7 +213,7 @@ class FeatureTrunk:
 
     Attributes
     ----------
-    net : LeNetPlusPlus
+    net : fr_lib.model_zoo.lenet.LeNetPlusPlus
         The whole network trained by :func:`train_trunk` (softmax on a
         wider embedding); ``net.features`` is the trunk the losses share.
     data : MNISTData
