@@ -23,8 +23,12 @@ Facts about DALI's reader that this module works around:
   file order, so on a rec grouped by identity a batch sees only nearby
   identities. For a full shuffle, write a shuffled plain rec
   (``write_face_rec(..., layout='plain', shuffle_seed=0)``).
-- Shard ``i`` of ``n`` is the contiguous slice
-  ``[size*i//n, size*(i+1)//n)`` of the records in file order.
+- Its own sharding (``shard_id``/``num_shards``) takes the contiguous slice
+  ``[size*i//n, size*(i+1)//n)`` of the records in file order. fr_lib does
+  not use it: :class:`DaliFaceIter` writes an index of its part only
+  (:func:`~fr_lib.data.source.shard` of the image records in file order,
+  the rule of every fr_lib data source) and reads it as one shard, so each
+  worker reads one contiguous stretch of the file.
 - Its decoders do not apply a JPEG's EXIF orientation tag as OpenCV (the
   Gluon path) does: ``fn.decoders.image`` ignores it, and on the CPU
   ``fn.experimental.decoders.image(adjust_orientation=True)`` swaps height
@@ -35,6 +39,15 @@ Facts about DALI's reader that this module works around:
   (found with :func:`~fr_lib.data.recordio.find_rotated_jpegs`), naming it
   and :func:`~fr_lib.data.recordio.write_upright_rec`, which writes an
   upright copy.
+
+:class:`DaliFaceIter` is a :class:`~fr_lib.data.source.BatchSource`
+(``next_batch``, ``state_dict``, ``load_state_dict``), so
+:class:`~fr_lib.train.FaceTrainer` can train from it. DALI prefetches in its
+own threads (``prefetch_queue_depth``); the position is that of the batches
+handed out. A DALI pipeline cannot jump to a position: resuming rebuilds the
+pipeline with the same seed and runs it forward to the saved position (the
+batches in between are decoded and dropped, so this costs as much as reading
+them), which reproduces the reader's shuffle and the mirror coins exactly.
 
 DALI is imported only when an iterator is built, so ``fr_lib`` imports
 without it.
@@ -47,6 +60,7 @@ import numpy as np
 import mxnet as mx
 
 from ..utils.fileio import atomic_write_bytes
+from .source import BatchSource, check_part, check_state, shard
 from .transforms import PIXEL_MEAN, PIXEL_SCALE
 
 __all__ = ["DALI_PIP", "dali_available", "write_dali_index", "DaliFaceIter"]
@@ -94,23 +108,27 @@ def _dataset(dataset_or_path, check=True):
     return FaceRecordDataset(dataset_or_path, check=check)
 
 
-def _index_text(dataset):
-    return "".join(f"{k}\t{o}\n" for k, o in
-                   zip(dataset.keys.tolist(), dataset._offsets.tolist()))
+def _index_text(dataset, positions):
+    keys, offsets = dataset.keys[positions], dataset._offsets[positions]
+    return "".join(f"{k}\t{o}\n" for k, o in zip(keys.tolist(), offsets.tolist()))
 
 
-def _default_index_path(rec_path):
-    return os.path.splitext(rec_path)[0] + ".dali.idx"
+def _part_suffix(num_parts, part_index):
+    return "" if num_parts == 1 else f"-{part_index}of{num_parts}"
 
 
-def _fallback_index_path(rec_path):
+def _default_index_path(rec_path, suffix=""):
+    return os.path.splitext(rec_path)[0] + f".dali{suffix}.idx"
+
+
+def _fallback_index_path(rec_path, suffix=""):
     tag = zlib.crc32(os.path.abspath(rec_path).encode("utf-8"))
     name = os.path.splitext(os.path.basename(rec_path))[0]
     return os.path.join(tempfile.gettempdir(), "fr_lib_dali",
-                        f"{name}-{tag:08x}.dali.idx")
+                        f"{name}-{tag:08x}.dali{suffix}.idx")
 
 
-def write_dali_index(dataset, idx_path=None, check=True):
+def write_dali_index(dataset, idx_path=None, check=True, num_parts=1, part_index=0):
     """Write an index of the image records only, for DALI's reader.
 
     Book: introduced in ``chapter_data/dali`` (DALI 流水线).
@@ -133,6 +151,10 @@ def write_dali_index(dataset, idx_path=None, check=True):
         Passed to :class:`~fr_lib.data.FaceRecordDataset` when a path is
         given: ``True`` reads every image header and refuses empty or
         non-image payloads.
+    num_parts, part_index : int, default 1, 0
+        List only part ``part_index`` of the image records in file order
+        (:func:`~fr_lib.data.source.shard`); the default path then ends in
+        ``.dali-<part_index>of<num_parts>.idx``.
 
     Returns
     -------
@@ -142,9 +164,16 @@ def write_dali_index(dataset, idx_path=None, check=True):
     ds = _dataset(dataset, check)
     if not len(ds):
         raise ValueError(f"{ds.rec_path}: no image records to index")
-    text = _index_text(ds).encode("ascii")
+    num_parts, part_index = check_part(num_parts, part_index)
+    positions = shard(len(ds), num_parts, part_index)
+    if not positions.size:
+        raise ValueError(f"part {part_index} of {num_parts} is empty: "
+                         f"{ds.rec_path} has only {len(ds)} images")
+    text = _index_text(ds, positions).encode("ascii")
+    suffix = _part_suffix(num_parts, part_index)
     candidates = [idx_path] if idx_path else \
-        [_default_index_path(ds.rec_path), _fallback_index_path(ds.rec_path)]
+        [_default_index_path(ds.rec_path, suffix),
+         _fallback_index_path(ds.rec_path, suffix)]
     for i, path in enumerate(candidates):
         try:
             if os.path.isfile(path):
@@ -186,12 +215,7 @@ def _resolve_device(device, device_id):
     return "gpu" if usable else "cpu"
 
 
-def _shard_range(size, shard_id, num_shards):
-    """DALI's shard ``[start, stop)`` (``start_index`` in its loader)."""
-    return size * shard_id // num_shards, size * (shard_id + 1) // num_shards
-
-
-class DaliFaceIter:
+class DaliFaceIter(BatchSource):
     """Face batches decoded, mirrored and normalised by an NVIDIA DALI pipeline.
 
     Book: introduced in ``chapter_data/dali`` (DALI 流水线).
@@ -210,15 +234,18 @@ class DaliFaceIter:
     batch_size : int
     shard_id, num_shards : int
         Read shard ``shard_id`` of ``num_shards`` (one per worker or device):
-        contiguous, disjoint slices of the records in file order that
-        together cover every image once.
+        :func:`~fr_lib.data.source.shard` of the image records in file
+        order, contiguous, disjoint stretches that together cover every
+        image once (the first ``N % num_shards`` one image longer). Also
+        readable as ``part_index``/``num_parts``.
     shuffle : bool
         Shuffle within DALI's buffer of ``shuffle_buffer`` samples (see the
         module notes: a shuffled plain rec gives a full shuffle).
     rand_mirror : bool
         Mirror each image left-right with probability 1/2.
     seed : int or None
-        Pipeline seed (shuffle and mirror coins); ``None`` lets DALI choose.
+        Pipeline seed (shuffle and mirror coins); ``None`` lets DALI choose
+        (and a position cannot be resumed).
     device : {'auto', 'cpu', 'gpu'}
         ``'gpu'`` decodes with nvJPEG (``device='mixed'``), normalises on the
         GPU and yields data on ``mx.gpu(device_id)`` (needs a GPU build of
@@ -235,8 +262,9 @@ class DaliFaceIter:
     prefetch_queue_depth : int
         Batches DALI prepares ahead.
     index_path : str or None
-        A ready DALI index (image records only); default: written by
-        :func:`write_dali_index` next to the ``.rec``.
+        A ready DALI index (image records only, read as one shard: not with
+        ``num_shards > 1``); default: written by :func:`write_dali_index`
+        (this shard's records) next to the ``.rec``.
     check : bool or 'full'
         Passed to :class:`~fr_lib.data.FaceRecordDataset` when ``dataset`` is
         a path (``False`` trusts the files: fast on millions of images). When
@@ -271,8 +299,10 @@ class DaliFaceIter:
     Notes
     -----
     DALI cannot restart an epoch half-way: a loop that stops early continues
-    where it stopped on the next ``for``. The rec's images must all have the
-    same size (``crop_mirror_normalize`` does not resize).
+    where it stopped on the next ``for``, and :meth:`next_batch` continues
+    the same stream. :meth:`load_state_dict` rebuilds the pipeline and runs
+    it to the saved position (see the module notes). The rec's images must
+    all have the same size (``crop_mirror_normalize`` does not resize).
     """
 
     def __init__(self, dataset, batch_size=128, shard_id=0, num_shards=1,
@@ -280,32 +310,56 @@ class DaliFaceIter:
                  num_threads=None, device_id=0, last_batch="keep",
                  shuffle_buffer=4096, prefetch_queue_depth=2, index_path=None,
                  check=True):
-        dali, gluon_iter, policy = _import_dali()
+        _import_dali()  # a clear ImportError before any work
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= shard_id < num_shards:
             raise ValueError(f"need 0 <= shard_id < num_shards, got shard_id="
                              f"{shard_id}, num_shards={num_shards}")
+        if index_path and num_shards > 1:
+            raise ValueError("index_path is read as one shard; with num_shards > 1 "
+                             "leave it out (the shard's own index is written)")
         if last_batch not in ("keep", "discard"):
             raise ValueError(f"last_batch must be 'keep' or 'discard', got "
                              f"{last_batch!r}")
         self.dataset = _dataset(dataset, check)
         if check:
             _refuse_rotated(self.dataset)
-        self.index_path = index_path or write_dali_index(self.dataset)
-        self.device = _resolve_device(device, device_id)
-        self.batch_size = int(batch_size)
         self.shard_id, self.num_shards = int(shard_id), int(num_shards)
-        lo, hi = _shard_range(len(self.dataset), self.shard_id, self.num_shards)
-        self.shard_size = hi - lo
+        self.shard_size = len(shard(len(self.dataset), self.num_shards,
+                                    self.shard_id))
         if self.shard_size == 0:
             raise ValueError(f"shard {shard_id} of {num_shards} is empty: the "
                              f"set has only {len(self.dataset)} images")
+        self.index_path = index_path or write_dali_index(
+            self.dataset, num_parts=self.num_shards, part_index=self.shard_id)
+        self.device = _resolve_device(device, device_id)
+        self.batch_size = int(batch_size)
         self.last_batch = last_batch
+        self.seed = None if seed is None else int(seed)
         threads = num_threads or min(4, os.cpu_count() or 1)
-        self._pipe = self._build(dali, shuffle, rand_mirror, seed, threads,
-                                 device_id, shuffle_buffer, prefetch_queue_depth)
-        lbp = policy.PARTIAL if last_batch == "keep" else policy.DROP
+        self._build_args = (shuffle, rand_mirror, self.seed, threads, device_id,
+                            shuffle_buffer, prefetch_queue_depth)
+        self._epoch, self._batch = 0, 0  # position of the batches handed out
+        self._start()
+
+    @property
+    def num_parts(self):
+        return self.num_shards
+
+    @property
+    def part_index(self):
+        return self.shard_id
+
+    @property
+    def num_samples(self):
+        return self.shard_size
+
+    def _start(self):
+        """Build the pipeline and the plugin's iterator (position 0)."""
+        dali, gluon_iter, policy = _import_dali()
+        self._pipe = self._build(dali, *self._build_args)
+        lbp = policy.PARTIAL if self.last_batch == "keep" else policy.DROP
         try:  # the plugin runs the pipeline once to learn the output shapes
             self._iter = gluon_iter([self._pipe], reader_name=_READER,
                                     last_batch_policy=lbp, auto_reset=True)
@@ -327,9 +381,10 @@ class DaliFaceIter:
                              seed=-1 if seed is None else int(seed),
                              prefetch_queue_depth=depth)
         with pipe:
+            # the index lists this shard only (write_dali_index): one DALI shard
             jpegs, labels = fn.readers.mxnet(
                 path=[self.dataset.rec_path], index_path=[self.index_path],
-                shard_id=self.shard_id, num_shards=self.num_shards,
+                shard_id=0, num_shards=1,
                 random_shuffle=bool(shuffle), initial_fill=int(shuffle_buffer),
                 pad_last_batch=True, stick_to_shard=True, name=_READER)
             images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu",
@@ -350,13 +405,73 @@ class DaliFaceIter:
         return n // self.batch_size if self.last_batch == "discard" else \
             -(-n // self.batch_size)
 
+    def _ensure(self):
+        """Build the pipeline if needed and run it to the current position."""
+        if self._iter is not None:
+            return
+        epoch, batch = self._epoch, self._batch
+        self._start()
+        self._epoch, self._batch = 0, 0
+        for _ in range(epoch * len(self) + batch):
+            self._pull()
+
+    def _pull(self):
+        """The next batch of the stream (across epochs); moves the position."""
+        for _ in range(2):
+            try:
+                batch = next(self._iter)
+            except StopIteration:  # auto_reset: the next call starts an epoch
+                self._epoch, self._batch = self._epoch + 1, 0
+                continue
+            self._batch += 1
+            data, label = batch[0]
+            return data, label
+        raise RuntimeError("DaliFaceIter: an epoch without batches")
+
     def __iter__(self):
+        self._ensure()
         for batch in self._iter:
             data, label = batch[0]
+            self._batch += 1
             yield data, label
+        self._epoch, self._batch = self._epoch + 1, 0
+
+    def next_batch(self):
+        """The next ``(data, label)``; after an epoch's last batch comes the
+        next epoch's first."""
+        self._ensure()
+        return self._pull()
+
+    def state_dict(self):
+        """The position after the last batch handed out (JSON-serialisable)."""
+        return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
+                "num_samples": self.shard_size, "batch_size": self.batch_size,
+                "num_parts": self.num_shards, "part_index": self.shard_id}
+
+    def load_state_dict(self, state):
+        """Continue from a position saved by :meth:`state_dict`: rebuild the
+        pipeline and run it forward to that position.
+
+        Raises
+        ------
+        ValueError
+            Without a ``seed`` (DALI's draws could not be repeated), or when
+            the saved stream had another seed, shard size, batch size or
+            sharding.
+        """
+        if self.seed is None:
+            raise ValueError("DaliFaceIter(seed=None) cannot resume a position: "
+                             "DALI's shuffle and mirror coins are repeatable only "
+                             "from a given seed")
+        epoch, batch = check_state(self, state, ("seed", "num_samples", "batch_size",
+                                                 "num_parts", "part_index"))
+        self.close()
+        self._epoch, self._batch = epoch, batch
+        self._ensure()
 
     def close(self):
-        """Release the DALI pipeline and its threads."""
+        """Release the DALI pipeline and its threads (a later use builds a new
+        one and runs it to the current position)."""
         self._iter = None
         self._pipe = None
 

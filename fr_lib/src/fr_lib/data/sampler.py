@@ -8,6 +8,10 @@
   is equally likely (``DataLoader(dataset, batch_size, sampler=...)``).
 - :class:`ShardSampler` splits ``range(length)`` between workers.
 
+Every split between workers uses :func:`fr_lib.data.source.shard` (the one
+sharding rule of fr_lib's data sources: contiguous blocks, the first
+``n % num_parts`` one longer).
+
 Labels come either as one label per sample (an array, as ``dataset.labels``
 of a plain RecordIO or an image folder), or as an identity index: a mapping
 ``identity -> samples`` as an InsightFace-layout ``train.rec`` stores it in
@@ -34,6 +38,8 @@ import numbers
 import numpy as np
 from mxnet.gluon.data import Sampler
 
+from .source import check_part as _check_part, shard
+
 __all__ = ["PKSampler", "ClassBalancedSampler", "ShardSampler"]
 
 
@@ -42,15 +48,6 @@ def _check_int(name, value, low):
             or value < low):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
-
-
-def _check_part(num_parts, part_index):
-    num_parts = _check_int("num_parts", num_parts, 1)
-    if (isinstance(part_index, bool) or not isinstance(part_index, numbers.Integral)
-            or not 0 <= part_index < num_parts):
-        raise ValueError(f"part_index must be an integer in [0, {num_parts}) "
-                         f"for num_parts={num_parts}, got {part_index!r}")
-    return num_parts, int(part_index)
 
 
 def _index_values(identity, value):
@@ -156,9 +153,10 @@ class PKSampler(_EpochSampler):
     num_parts, part_index : int, default 1, 0
         Sharding for several workers: in every epoch the usable identities
         are shuffled (the same way in every part, from ``seed`` and the
-        epoch) and dealt round-robin to the parts, so the parts draw their
-        batches from disjoint sets of identities, and so from disjoint
-        samples. Every part yields ``num_batches`` batches, so synchronous
+        epoch) and split between the parts by
+        :func:`~fr_lib.data.source.shard` (contiguous blocks of the
+        shuffled identities), so the parts draw their batches from disjoint
+        sets of identities, and so from disjoint samples. Every part yields ``num_batches`` batches, so synchronous
         workers stay in step.
 
     Raises
@@ -212,9 +210,9 @@ class PKSampler(_EpochSampler):
         return self._batches(self._take_epoch())
 
     def _batches(self, epoch):
-        # all parts deal the identities from the same shuffle: disjoint shares
+        # all parts split the same shuffle of the identities: disjoint shares
         order = np.random.default_rng([self._seed, epoch]).permutation(len(self._groups))
-        mine = order[self._part_index::self._num_parts]
+        mine = order[shard(order.size, self._num_parts, self._part_index)]
         # then a stream of its own per part for the batches themselves
         rng = np.random.default_rng([self._seed, epoch, self._part_index + 1])
         queue, position = rng.permutation(mine), 0
@@ -286,7 +284,9 @@ class ShardSampler(_EpochSampler):
     Book: introduced in ``chapter_data/sampling`` (P×K 采样与数据分片).
 
     The indices (in order, or permuted with ``shuffle=True``) are cut into
-    ``num_parts`` contiguous blocks; part ``i`` gets block ``i``. Without
+    ``num_parts`` contiguous blocks; part ``i`` gets block ``i``
+    (:func:`~fr_lib.data.source.shard`, the rule of every fr_lib data
+    source). Without
     ``pad`` the blocks differ in size by at most one (the first
     ``length % num_parts`` parts get the extra index) and together hold
     every index exactly once. With ``pad=True`` every part gets
@@ -322,13 +322,11 @@ class ShardSampler(_EpochSampler):
         self._length = _check_int("length", length, 0)
         self._num_parts, self._part_index = _check_part(num_parts, part_index)
         self._shuffle, self._pad = bool(shuffle), bool(pad)
-        base, extra = divmod(self._length, self._num_parts)
-        self._start = self._part_index * base + min(self._part_index, extra)
-        self._stop = self._start + base + (self._part_index < extra)
-        self._padded = base + (extra > 0) if self._pad else self._stop - self._start
+        self._share = shard(self._length, self._num_parts, self._part_index,
+                            "pad" if self._pad else "keep")
 
     def __len__(self):
-        return self._padded
+        return len(self._share)
 
     def __iter__(self):
         rng = np.random.default_rng([self._seed, self._take_epoch()])
@@ -336,9 +334,4 @@ class ShardSampler(_EpochSampler):
             order = rng.permutation(self._length)
         else:
             order = np.arange(self._length)
-        share = order[self._start:self._stop]
-        if self._padded > share.size:
-            # one index each, a different one per short part where possible
-            extra = self._length % self._num_parts
-            share = np.append(share, order[(self._part_index - extra) % self._length])
-        return iter(share.tolist())
+        return iter(order[self._share].tolist())

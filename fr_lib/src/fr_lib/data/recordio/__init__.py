@@ -29,7 +29,7 @@ byte of which file is wrong.
 The package is split by responsibility (each module's docstring says what it
 holds): :mod:`.format` (chunks, headers, index, property), :mod:`.dataset`
 (``FaceRecordDataset``), :mod:`.batching` (``FaceBatchify``,
-``FaceRecordIter``) and :mod:`.writer` (``write_face_rec``,
+``FaceRecordIter``, ``RecordBatches``) and :mod:`.writer` (``write_face_rec``,
 ``write_upright_rec``). Every public name is importable from here.
 """
 # MAGIC and LEGACY_WORK_DIR_AGE are constants kept importable from here.
@@ -37,12 +37,12 @@ from .format import (MAGIC, RecordFormatError, MissingIndexError, BadImageError,
                      read_property, write_property, read_index, rebuild_index,
                      iter_records)
 from .dataset import FaceRecordDataset, RawRecord
-from .batching import FaceBatchify, FaceRecordIter
+from .batching import FaceBatchify, FaceRecordIter, RecordBatches
 from .writer import (write_face_rec, remove_stale_work_dirs, find_rotated_jpegs,
                      write_upright_rec, LEGACY_WORK_DIR_AGE)
 
 __all__ = ["RecordFormatError", "MissingIndexError", "BadImageError",
            "read_property", "write_property", "read_index", "rebuild_index",
            "iter_records", "FaceRecordDataset", "RawRecord", "FaceBatchify",
-           "FaceRecordIter", "write_face_rec", "remove_stale_work_dirs",
+           "FaceRecordIter", "RecordBatches", "write_face_rec", "remove_stale_work_dirs",
            "find_rotated_jpegs", "write_upright_rec"]
