@@ -56,7 +56,6 @@ import os
 import tempfile
 import zlib
 
-import numpy as np
 import mxnet as mx
 
 from ..utils.fileio import atomic_write_bytes
