@@ -47,8 +47,11 @@ def test_schedules_are_stateless_and_mxnet_schedulers():
 
 
 def test_make_schedule_errors():
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="unknown lr schedule 'exponential'. "
+                       "Valid names: constant, cosine, poly, step"):
         make_schedule("exponential", 0.1)
+    with pytest.raises(TypeError, match="schedule name"):
+        make_schedule(None, 0.1)
     with pytest.raises(ValueError, match="max_update"):
         make_schedule("cosine", 0.1)
     with pytest.raises(ValueError, match="larger than"):
@@ -57,3 +60,14 @@ def test_make_schedule_errors():
         make_schedule("step", 0.1, steps=[5, 3])
     with pytest.raises(ValueError, match="iteration"):
         make_schedule("constant", 0.1)(-1)
+
+
+def test_schedules_are_a_registry_like_losses_and_models():
+    from fr_lib.train.schedule import SCHEDULES, get_schedule_list
+    from fr_lib.utils.registry import Registry
+    assert isinstance(SCHEDULES, Registry)
+    assert get_schedule_list() == ["constant", "cosine", "poly", "step"]
+    assert list(SCHEDULES) == get_schedule_list()
+    assert "Cosine" in SCHEDULES and "exponential" not in SCHEDULES
+    # names are case-insensitive, as for get_loss / get_model
+    assert isinstance(make_schedule("COSINE", 0.1, 10), CosineSchedule)

@@ -22,8 +22,10 @@ import math
 
 from mxnet import lr_scheduler
 
+from ..utils.registry import Registry
+
 __all__ = ["WarmupSchedule", "ConstantSchedule", "StepSchedule",
-           "CosineSchedule", "PolySchedule", "make_schedule", "SCHEDULES"]
+           "CosineSchedule", "PolySchedule", "make_schedule", "get_schedule_list", "SCHEDULES"]
 
 
 def _check_nonneg_int(name, value):
@@ -198,8 +200,19 @@ class PolySchedule(_DecaySchedule):
             (1 - self._progress(t)) ** self.power
 
 
-SCHEDULES = {"constant": ConstantSchedule, "step": StepSchedule,
-             "cosine": CosineSchedule, "poly": PolySchedule}
+#: The learning-rate schedules by name: a :class:`fr_lib.utils.registry.Registry`
+#: like ``LOSSES`` and ``MODELS`` (case-insensitive names; an unknown name raises
+#: ``ValueError`` listing the valid ones). :func:`make_schedule` builds one.
+SCHEDULES = Registry("lr schedule")
+for _name, _cls in (("constant", ConstantSchedule), ("step", StepSchedule),
+                    ("cosine", CosineSchedule), ("poly", PolySchedule)):
+    SCHEDULES.add(_name, _cls)
+del _name, _cls
+
+
+def get_schedule_list():
+    """Names accepted by :func:`make_schedule`, sorted."""
+    return SCHEDULES.names()
 
 
 def make_schedule(mode, base_lr, max_update=None, warmup_steps=0,
@@ -232,9 +245,10 @@ def make_schedule(mode, base_lr, max_update=None, warmup_steps=0,
     ValueError
         For an unknown mode (the message lists the valid ones) or bad values.
     """
-    key = str(mode).lower()
-    if key not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {mode!r}; choose from {sorted(SCHEDULES)}")
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a schedule name (str), got {type(mode).__name__}")
+    SCHEDULES.lookup(mode)  # ValueError naming every valid schedule
+    key = mode.lower()
     common = dict(base_lr=base_lr, warmup_steps=warmup_steps,
                   warmup_begin_lr=warmup_begin_lr)
     if key == "constant":

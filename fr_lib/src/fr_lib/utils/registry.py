@@ -58,3 +58,7 @@ class Registry:
 
     def __len__(self):
         return len(self._entries)
+
+    def __iter__(self):
+        """Iterate over the registered names, sorted (like :meth:`names`)."""
+        return iter(self.names())
