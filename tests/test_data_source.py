@@ -165,6 +165,20 @@ def test_prefetcher_raises_the_producer_error_in_the_consumer():
     assert not p.running and p.state_dict()["position"] == 3
 
 
+def test_a_forgotten_prefetching_source_stops_its_thread():
+    import gc
+    before = set(threading.enumerate())
+    source = ArrayBatches(np.arange(40.0).reshape(20, 2), np.arange(20) % 4, 4,
+                          prefetch=2)
+    source.next_batch()
+    threads = [t for t in set(threading.enumerate()) - before if t.name == "fr_prefetch"]
+    assert len(threads) == 1 and threads[0].is_alive()
+    del source
+    gc.collect()
+    threads[0].join(30)
+    assert not threads[0].is_alive()
+
+
 # -- the sources -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def _produce(source, depth_queue, stop):
             item = (None, None, err, where)
         while not stop.is_set():
             try:
-                depth_queue.put(item, timeout=0.05)
+                depth_queue.put(item, timeout=0.1)
                 break
             except queue.Full:
                 continue

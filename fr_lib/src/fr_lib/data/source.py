@@ -51,6 +51,7 @@ the file per worker). Partial FC's sharding of the *classes* over devices
 import abc
 import numbers
 import threading
+import weakref
 
 import numpy as np
 import mxnet as mx
@@ -231,18 +232,30 @@ def check_state(source, state, keys):
 # -- resumable batches ----------------------------------------------------------
 
 class _Cursor:
-    """The producer side of a :class:`ResumableBatches`: its own position."""
+    """The producer side of a :class:`ResumableBatches`: its own position.
+
+    It holds its owner weakly: the prefetch thread holds the cursor, and a
+    strong reference would keep a forgotten source (and the thread) alive."""
 
     def __init__(self, owner, epoch, batch):
-        self.owner, self.epoch, self.batch = owner, epoch, batch
+        self._owner = weakref.ref(owner)
+        self.epoch, self.batch = epoch, batch
         self.name = type(owner).__name__
+
+    @property
+    def owner(self):
+        owner = self._owner()
+        if owner is None:
+            raise RuntimeError(f"the {self.name} this prefetch thread served is gone")
+        return owner
 
     def __len__(self):
         return len(self.owner)
 
     def next_batch(self):
-        self.epoch, self.batch = self.owner._roll(self.epoch, self.batch)
-        out = self.owner.batch_at(self.epoch, self.batch)
+        owner = self.owner
+        self.epoch, self.batch = owner._roll(self.epoch, self.batch)
+        out = owner.batch_at(self.epoch, self.batch)
         self.batch += 1
         return out
 
