@@ -14,17 +14,12 @@ import mxnet as mx
 from mxnet import autograd
 
 from ..data.transforms import normalize_batch
-from ..metrics.embedding import embed
+# l2_normalize is re-exported here (fr_lib.deploy.l2_normalize): one normaliser
+from ..metrics.embedding import embed, l2_normalize
 from .export import _backbone, load_exported
 from .onnx_export import require_onnxruntime
 
 __all__ = ["l2_normalize", "MXNetEmbedder", "OnnxEmbedder"]
-
-
-def l2_normalize(x, eps=1e-12):
-    """Rows of ``x`` divided by their L2 norm (float32)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.sqrt(np.maximum((x * x).sum(axis=-1, keepdims=True), eps))
 
 
 class _Pixels:
@@ -90,7 +85,8 @@ class _Embedder:
         net, ctx = self._runner()
         emb, flipped = embed(net, _Pixels(self._check(faces)), flip=self.flip,
                              batch_size=self.batch_size, ctx=ctx)
-        return l2_normalize(emb if flipped is None else emb + flipped)
+        emb = emb if flipped is None else emb + flipped
+        return l2_normalize(emb.astype(np.float32, copy=False))
 
     embed = __call__
 

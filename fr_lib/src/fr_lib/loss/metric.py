@@ -39,6 +39,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 from . import register_loss
+from ..model_zoo.layers import l2_normalize_rows
 
 __all__ = ["ContrastiveLoss", "ContrastiveBatchLoss", "TripletLoss"]
 
@@ -76,10 +77,6 @@ def _check_batch(emb, labels, name="labels"):
     if labels.size != emb.shape[0] or labels.ndim > 2:
         raise ValueError(f"expected {emb.shape[0]} {name} (one per embedding), "
                          f"got shape {labels.shape}")
-
-
-def _l2_normalize(F, x, eps):
-    return F.broadcast_div(x, F.sqrt(F.sum(F.square(x), axis=1, keepdims=True) + eps))
 
 
 def _squared_distances(F, emb):
@@ -160,8 +157,8 @@ class ContrastiveLoss(HybridBlock):
 
     def hybrid_forward(self, F, emb1, emb2, same):
         if self._normalize:
-            emb1 = _l2_normalize(F, emb1, self._eps)
-            emb2 = _l2_normalize(F, emb2, self._eps)
+            emb1 = l2_normalize_rows(F, emb1, self._eps)
+            emb2 = l2_normalize_rows(F, emb2, self._eps)
         same = same.reshape((-1,))
         sq = F.sum(F.square(emb1 - emb2), axis=1)
         d = F.sqrt(sq + self._eps)
@@ -219,7 +216,7 @@ class ContrastiveBatchLoss(HybridBlock):
 
     def hybrid_forward(self, F, embeddings, labels):
         if self._normalize:
-            embeddings = _l2_normalize(F, embeddings, self._eps)
+            embeddings = l2_normalize_rows(F, embeddings, self._eps)
         sq = _squared_distances(F, embeddings)
         pos, neg = _label_masks(F, embeddings, labels)
         genuine = pos * sq / 2
@@ -347,7 +344,7 @@ class TripletLoss(HybridBlock):
 
     def hybrid_forward(self, F, embeddings, labels):
         if self._normalize:
-            embeddings = _l2_normalize(F, embeddings, self._eps)
+            embeddings = l2_normalize_rows(F, embeddings, self._eps)
         dist = _squared_distances(F, embeddings)
         if not self._squared:
             dist = F.sqrt(dist + self._eps)

@@ -4,7 +4,8 @@
   AUC, EER, TAR@FAR, in NumPy
 - :mod:`fr_lib.metrics.identification` -- rank-k (CMC) accuracy, gallery/probe split
 - :mod:`fr_lib.metrics.embedding` -- :func:`embed`: a network over images and
-  their horizontal flips (the one embed-with-flip function of fr_lib)
+  their horizontal flips (the one embed-with-flip function of fr_lib), and
+  :func:`l2_normalize` (the one row normaliser for NumPy arrays and NDArrays)
 - :mod:`fr_lib.metrics.evaluator` -- runs a network over ``.bin`` pair sets
 """
 from mxnet import nd
@@ -15,14 +16,9 @@ from .identification import *  # noqa: F401,F403
 from .embedding import *  # noqa: F401,F403
 from .evaluator import *  # noqa: F401,F403
 
-__all__ = (["l2_normalize", "cosine_similarity", "squared_l2_distance"]
+__all__ = (["cosine_similarity", "squared_l2_distance"]
            + verification.__all__ + identification.__all__ + embedding.__all__
            + evaluator.__all__)
-
-
-def l2_normalize(x, eps=1e-12):
-    """Scale each row of ``x`` (N, D) to unit L2 norm."""
-    return x / nd.sqrt(nd.sum(x * x, axis=1, keepdims=True) + eps)
 
 
 def cosine_similarity(a, b):

@@ -5,13 +5,57 @@ images for evaluation: :class:`~fr_lib.metrics.VerificationEvaluator` and the
 deployment embedders (:mod:`fr_lib.deploy.embedders`) call it. It returns the
 embeddings of the images and of their mirror images separately, which is what
 :func:`~fr_lib.metrics.verification.pair_distances` takes; the protocol's
-embedding of an image is ``normalize(emb + flipped)``.
+embedding of an image is ``l2_normalize(emb + flipped)``.
+
+:func:`l2_normalize` is the one row normaliser of fr_lib for arrays (NumPy
+or NDArray): the metrics, the deployment embedders (re-exported as
+``fr_lib.deploy.l2_normalize``) and the identification metric use it. Inside a
+``hybrid_forward`` (``F`` = ``mx.nd`` or ``mx.sym``) use
+:func:`fr_lib.model_zoo.layers.l2_normalize_rows`, which computes the same
+``x / sqrt(sum(x**2) + eps)``.
 """
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
-__all__ = ["embed"]
+__all__ = ["embed", "l2_normalize"]
+
+
+def l2_normalize(x, eps=1e-12, axis=-1):
+    """``x`` divided by its L2 norm along ``axis``: ``x / sqrt(sum(x**2) + eps)``.
+
+    Book: used from ``chapter_introduction/first-look`` on; the verification
+    protocol (``chapter_evaluation/verification-protocol``) normalises
+    ``embed``'s ``emb + flipped`` with it.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or NDArray or array_like
+        Vectors along ``axis``, e.g. ``(N, D)`` embeddings or one ``(D,)``.
+    eps : float, default 1e-12
+        Added under the square root: a zero vector stays zero (not NaN);
+        a vector of length ``r`` comes out ``eps / (2 r**2)`` short of unit
+        length, below float32 rounding for ``r`` above about 0.003. The same formula as
+        :class:`~fr_lib.model_zoo.NormDense` (MXNet's ``L2Normalization``).
+    axis : int, default -1
+        The axis that is normalised (the last: each row of a matrix).
+
+    Returns
+    -------
+    numpy.ndarray or NDArray
+        An NDArray for an NDArray input (on its context, same dtype);
+        otherwise a NumPy array: float32 and float64 inputs keep their
+        dtype, anything else (integers, float16, lists) becomes float32.
+    """
+    if isinstance(x, mx.nd.NDArray):
+        norm = mx.nd.sqrt(mx.nd.sum(mx.nd.square(x), axis=axis, keepdims=True) + eps)
+        return mx.nd.broadcast_div(x, norm)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    if x.ndim == 0:
+        raise ValueError("l2_normalize needs vectors, got a scalar")
+    return x / np.sqrt(np.sum(x * x, axis=axis, keepdims=True) + x.dtype.type(eps))
 
 
 def _net_context(net):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .embedding import l2_normalize
+
 __all__ = ["identification_rank_k", "IdentificationResult", "split_gallery_probe"]
 
 
@@ -19,12 +21,12 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
-def _normalized(x, name, eps=1e-12):
+def _normalized(x, name):
+    """Rows of ``x`` at unit length, in float64 (ranks need no float32 ties)."""
     x = _to_numpy(x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be an (N, D) array, got shape {x.shape}")
-    x = x.astype(np.float64, copy=False)
-    return x / np.sqrt(np.sum(x * x, axis=1, keepdims=True) + eps)
+    return l2_normalize(x.astype(np.float64, copy=False))
 
 
 def _labels(y, n, name):

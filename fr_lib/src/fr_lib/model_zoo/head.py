@@ -5,6 +5,8 @@ margin loss``, while inference and export carry only the backbone.
 """
 from mxnet import gluon
 
+from .layers import l2_normalize_rows
+
 __all__ = ["NormDense"]
 
 
@@ -45,14 +47,11 @@ class NormDense(gluon.HybridBlock):
     def infer_shape(self, x, *args):
         self.weight.shape = (self.num_classes, x.shape[1])
 
-    def _normalize(self, F, x):
-        # x / sqrt(sum(x^2) + eps) per row, as one fused operator: the four
-        # broadcast operators it replaces made a 200k-class step 2x slower
-        return F.L2Normalization(x, eps=self._eps, mode="instance")
-
     def hybrid_forward(self, F, x, weight):
-        return F.FullyConnected(self._normalize(F, x), self._normalize(F, weight),
-                                no_bias=True, num_hidden=self.num_classes, flatten=True)
+        x = l2_normalize_rows(F, x, self._eps)
+        weight = l2_normalize_rows(F, weight, self._eps)
+        return F.FullyConnected(x, weight, no_bias=True, num_hidden=self.num_classes,
+                                flatten=True)
 
     def __repr__(self):
         return f"{self.__class__.__name__}({self.weight.shape[1] or None} -> {self.num_classes})"

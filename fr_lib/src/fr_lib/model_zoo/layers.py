@@ -1,18 +1,46 @@
-"""Building blocks shared by the face backbones.
+"""Building blocks shared by the face backbones, heads and losses.
 
 :class:`PReLU` is a drop-in replacement for :class:`mxnet.gluon.nn.PReLU` built
 from cheap element-wise operators; :func:`make_prelu` picks one of the two;
-:class:`SEBlock` is the squeeze-and-excitation gate used by SE-LResNet.
+:class:`SEBlock` is the squeeze-and-excitation gate used by SE-LResNet;
+:func:`l2_normalize_rows` is the row normaliser of every ``hybrid_forward``
+(:class:`~fr_lib.model_zoo.NormDense`, the metric losses).
 """
 from mxnet import initializer
 from mxnet.gluon import nn
 
 
-__all__ = ["PReLU", "make_prelu", "SEBlock", "BN_EPS"]
+__all__ = ["PReLU", "make_prelu", "SEBlock", "BN_EPS", "l2_normalize_rows"]
 
 # InsightFace trains its MXNet backbones with eps=2e-5; using the same value
 # keeps converted InsightFace weights numerically identical.
 BN_EPS = 2e-5
+
+
+def l2_normalize_rows(F, x, eps=1e-12):
+    r"""Each row of ``x`` over its L2 length: ``x / sqrt(sum(x**2) + eps)``.
+
+    Book: ``chapter_loss/normalization`` (the normalised embeddings and class
+    weights of NormFace).
+
+    For use inside ``hybrid_forward``: ``F`` is ``mx.nd`` or ``mx.sym``. It
+    is one fused operator, ``L2Normalization(mode='instance')``, forward and
+    backward (the four broadcast operators it replaces made a 200k-class
+    :class:`~fr_lib.model_zoo.NormDense` step 2x slower). The NumPy / NDArray
+    counterpart outside a graph is :func:`fr_lib.metrics.l2_normalize`, the
+    same formula.
+
+    Parameters
+    ----------
+    F : module
+        ``mxnet.nd`` or ``mxnet.sym``.
+    x : NDArray or Symbol, shape (N, D)
+        One vector per row (an ``(N, ...)`` input is normalised per sample,
+        over all its other axes).
+    eps : float, default 1e-12
+        Added under the square root: a zero row stays zero, not NaN.
+    """
+    return F.L2Normalization(x, eps=float(eps), mode="instance")
 
 
 class PReLU(nn.HybridBlock):
