@@ -260,7 +260,7 @@ def test_face_record_iter_resumes_exactly(face_set):
     for _ in range(9):
         ref.next_batch()
     saved = ref.state_dict()
-    assert (saved["epoch"], saved["batch"]) == (1, 2)
+    assert (saved["epoch"], saved["batch"]) == (1, 2) == (ref.epoch, ref.batch)
     resumed = make()
     resumed.load_state_dict(saved)
     assert_same_batches([arrays(resumed.next_batch()) for _ in range(7)], want[9:])
@@ -303,7 +303,7 @@ def test_dali_face_iter_resumes_exactly(face_set):
     want = [arrays(it.next_batch()) for _ in range(10)]
     assert [len(y) for _, y in want[:5]] == [6, 6, 6, 2, 6]
     saved = it.state_dict()
-    assert (saved["epoch"], saved["batch"]) == (2, 2)
+    assert (saved["epoch"], saved["batch"]) == (2, 2) == (it.epoch, it.batch)
     resumed = make()
     resumed.load_state_dict({**saved, "epoch": 1, "batch": 1})
     assert_same_batches([arrays(resumed.next_batch()) for _ in range(5)], want[5:10])
@@ -314,3 +314,41 @@ def test_dali_face_iter_resumes_exactly(face_set):
     part = DaliFaceIter(face_set, batch_size=8, shard_id=1, num_shards=3, device="cpu")
     labels = np.concatenate([y.asnumpy() for _, y in part])
     np.testing.assert_array_equal(labels, ds.labels[shard(20, 3, 1)])
+
+
+@pytest.mark.parametrize("kind", ["FaceRecordIter", "DaliFaceIter"])
+def test_trainer_resumes_through_each_source(tmp_path, face_set, kind):
+    """FaceTrainer trains from the source and a resumed run ends with the
+    weights of an uninterrupted one (the data position is in the checkpoint)."""
+    from mxnet import gluon
+    from fr_lib.train import FaceTrainer, TrainConfig
+    if kind == "DaliFaceIter":
+        pytest.importorskip("nvidia.dali.plugin.mxnet")
+        from fr_lib.data.dali import DaliFaceIter
+
+        def data():
+            return DaliFaceIter(face_set, batch_size=6, shuffle=True, rand_mirror=True,
+                                seed=3, device="cpu", num_threads=1, shuffle_buffer=8)
+    else:
+        def data():
+            return FaceRecordIter(face_set, batch_size=6, shuffle=True,
+                                  rand_mirror=True, seed=3)
+
+    def run(out, max_iters):
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Conv2D(4, 8, strides=8), gluon.nn.GlobalAvgPool2D(),
+                gluon.nn.Dense(8))
+        # a constant lr: cosine's schedule would depend on max_iters
+        cfg = TrainConfig(loss="cosface", batch_size=6, max_iters=max_iters, lr=0.1,
+                          lr_mode="constant", out_dir=str(out), checkpoint_every=3, resume=True,
+                          progress=False, seed=1, log_every=1)
+        trainer = FaceTrainer(cfg, data(), backbone=net)
+        trainer.fit()
+        assert trainer.num_classes == 5
+        return {k: v.data().asnumpy() for k, v in net.collect_params().items()}
+
+    whole = run(tmp_path / "whole", 6)        # 4 batches per epoch: crosses one
+    run(tmp_path / "cut", 3)
+    resumed = run(tmp_path / "cut", 6)
+    for (ka, a), (kb, b) in zip(sorted(whole.items()), sorted(resumed.items())):
+        np.testing.assert_array_equal(a, b, err_msg=ka)

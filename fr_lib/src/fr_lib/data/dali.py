@@ -441,6 +441,21 @@ class DaliFaceIter(BatchSource):
         self._ensure()
         return self._pull()
 
+    @property
+    def num_classes(self):
+        """The dataset's number of classes (what a trainer's head needs)."""
+        return int(self.dataset.num_classes)
+
+    @property
+    def epoch(self):
+        """Epoch of the position (see :meth:`state_dict`)."""
+        return self._epoch
+
+    @property
+    def batch(self):
+        """Batch of the position (see :meth:`state_dict`)."""
+        return self._batch
+
     def state_dict(self):
         """The position after the last batch handed out (JSON-serialisable)."""
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,

@@ -19,6 +19,9 @@ NVIDIA DALI) — implements :class:`BatchSource`, the interface that
     source given a saved state continues with exactly the batches that
     would have followed. A state saved by a source with another seed,
     size, batch size or sharding is refused.
+``epoch``, ``batch``
+    The position as attributes (what ``state_dict()`` holds; read by
+    :func:`fr_lib.train.callbacks.epoch_finished`).
 ``num_parts``, ``part_index``
     Which share of the data this source reads (see :func:`shard`).
 ``close()``

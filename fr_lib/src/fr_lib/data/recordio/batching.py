@@ -342,6 +342,21 @@ class FaceRecordIter(BatchSource):
                 "num_samples": self.num_samples, "batch_size": self.batch_size,
                 "num_parts": self.num_parts, "part_index": self.part_index}
 
+    @property
+    def num_classes(self):
+        """The dataset's number of classes (what a trainer's head needs)."""
+        return int(self.dataset.num_classes)
+
+    @property
+    def epoch(self):
+        """Epoch of the position (see :meth:`state_dict`)."""
+        return self.state_dict()["epoch"]
+
+    @property
+    def batch(self):
+        """Batch of the position (see :meth:`state_dict`)."""
+        return self.state_dict()["batch"]
+
     def load_state_dict(self, state):
         """Continue from a position saved by :meth:`state_dict`: the next
         batch (of :meth:`next_batch` or of the next ``for`` loop) is the one
