@@ -31,6 +31,14 @@ def _rows(env):
                      "seconds": None if runtime is None else round(float(runtime), 1),
                      "method": exec_data.get("method"),
                      "succeeded": bool(exec_data.get("succeeded"))})
+    # scripts/execute_book.py records which sections ran beside another one
+    parallel = Path(env.app.outdir).parent / "exec-parallel.json"
+    modes = {}
+    if parallel.exists():
+        modes = {k: v.get("mode") for k, v in
+                 json.loads(parallel.read_text(encoding="utf-8"))["sections"].items()}
+    for r in rows:
+        r["mode"] = modes.get(r["section"], "alone, by the build")
     rows.sort(key=lambda r: -(r["seconds"] or 0.0))
     return rows
 
@@ -58,9 +66,14 @@ def report(app, exception):
         budget = BUDGETS.get(r["section"].rsplit("/", 1)[-1], BUDGET_S)
         if r["seconds"] is not None and r["seconds"] > budget:
             flag += f"  (over the {budget:.0f} s budget for an idle core)"
-        lines.append(f"  {r['section']:<{width}}  {secs} s{flag}")
+        lines.append(f"  {r['section']:<{width}}  {secs} s  {r['mode']:<19}{flag}")
     lines.append(f"  {'total':<{width}}  {total:6.1f} s  ({len(rows)} sections, "
                  f"FR_QUICK={os.environ.get('FR_QUICK', '1')})")
+    parallel = Path(app.outdir).parent / "exec-parallel.json"
+    if parallel.exists():
+        info = json.loads(parallel.read_text(encoding="utf-8"))
+        lines.append(f"  (scripts/execute_book.py ran them in {info['wall_seconds']:.1f} s "
+                     f"wall, up to {info['jobs']} at a time on {info['cores']} cores)")
     print("\n".join(lines), flush=True)
     out = Path(app.outdir).parent / "exec-times.json"
     tmp = out.with_suffix(".json.tmp")
