@@ -36,7 +36,17 @@ producer thread, so a checkpoint taken while batches are in flight resumes
 at the right batch. An exception raised while making a batch is raised again
 by the ``next_batch`` call that would have returned it, with a note naming
 the position (the source's own message names the record and file).
-``RecordBatches(prefetch=2)`` (its default) uses it.
+``RecordBatches(prefetch=2)`` (its default) uses it. ``FaceRecordIter``
+overlaps in its own way (its ``num_workers`` decoding threads work on the
+next batch while the caller uses the current one) and ``DaliFaceIter`` in
+DALI's threads; either can still be wrapped in a :class:`Prefetcher`.
+
+**Randomness.** ``ArrayBatches``, ``RecordBatches`` and ``FaceRecordIter``
+draw the order of epoch ``e`` from ``default_rng([seed, e])``
+(:func:`epoch_order`) and the mirror flips of batch ``b`` from
+``default_rng([seed, e, b, part_index, 1])`` (:func:`mirror_flips`), so a
+position is all a resumed stream needs. DALI draws from its pipeline seed;
+``DaliFaceIter`` resumes by running a new pipeline to the position.
 
 **Sharding.** Every source splits its data between ``num_parts`` workers
 with :func:`shard` (contiguous blocks, the first ``n % num_parts`` one
