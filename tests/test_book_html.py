@@ -136,10 +136,66 @@ def test_every_toc_page_was_built(html_dir):
     assert not missing
 
 
+# A phone's width (CSS pixels): sections must fit it too, wide code, tables
+# and formulas scrolling in their own boxes (book/_static/layout.css).
+PHONE_WIDTH = 375
+
+# What overflows the window: the document's width beyond the viewport, and
+# every output image, display formula and table whose right edge lies beyond
+# the viewport or beyond the article column (measured against the window and
+# the column, not against <main>, which grows with what it holds).
+LAYOUT_JS = """
+    const vw = window.innerWidth;
+    const col = document.querySelector('.bd-article-container, article, main')
+                || document.body;
+    const right = Math.min(vw, col.getBoundingClientRect().left + col.clientWidth);
+    const imgs = Array.from(document.querySelectorAll('div.cell_output img'));
+    const clipped = el => {            // inside a box that scrolls or clips
+        for (let a = el.parentElement; a && a !== col; a = a.parentElement)
+            if (getComputedStyle(a).overflowX != 'visible'
+                    && a.getBoundingClientRect().right <= right + 1) return true;
+        return false; };
+    const wide = Array.from(document.querySelectorAll(
+            'article img, article mjx-container, article table, article pre'))
+        .filter(el => el.getBoundingClientRect().right > right + 1 && !clipped(el))
+        .map(el => el.tagName.toLowerCase() + ' ' + Math.round(el.getBoundingClientRect().right)
+             + ' "' + (el.textContent || el.getAttribute('src') || '').trim().slice(0, 40) + '"');
+    return {viewport: vw, document: document.documentElement.scrollWidth,
+            count: imgs.length,
+            broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+            wide: wide.slice(0, 5),
+            height: document.documentElement.scrollHeight};"""
+
+
+def layout_problems(page, label):
+    """What overflows the window in ``page`` as laid out now ([] when none)."""
+    state = page.execute_script(LAYOUT_JS)
+    problems = []
+    if state["document"] > state["viewport"] + 2:
+        problems.append(f"{label}: the page is {state['document']} px wide in a "
+                        f"{state['viewport']} px window")
+    if state["wide"]:
+        problems.append(f"{label}: wider than the window or the text column: {state['wide']}")
+    if state["broken"]:
+        problems.append(f"{label}: {state['broken']} of {state['count']} images did not load")
+    return problems, state
+
+
+def set_viewport(page, width, height):
+    page.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+
 def test_every_section_renders_its_figures(html_dir, browser):
-    """Every notebook section: each output image loaded and fits the text
-    column; a screenshot of the whole page (half scale) goes to
-    ``_build/screenshots/sections/`` so that all pages can be looked at once."""
+    """Every notebook section: each output image loaded; the page, its images,
+    formulas and tables fit a 1280 px window and a phone's width (wide ones
+    scroll in their own box); a screenshot of the whole page (half scale) goes
+    to ``_build/screenshots/sections/`` so that all pages can be looked at once.
+
+    The screenshot is taken with the viewport made as tall as the page
+    (device-metrics override), not with ``captureBeyondViewport``: in
+    headless Chromium that mode drew random pages shifted sideways, their
+    left part cut off, although nothing on them was wider than the window."""
     import base64
     import sync_notebooks as sync
     folder = os.path.join(SHOTS, "sections")
@@ -149,24 +205,25 @@ def test_every_section_renders_its_figures(html_dir, browser):
         if not os.path.exists(os.path.join(ROOT, entry + ".ipynb")):
             continue
         page = open_page(browser, entry + ".html")
-        state = page.execute_script("""
-            const imgs = Array.from(document.querySelectorAll('div.cell_output img'));
-            const main = document.querySelector('main') || document.body;
-            const width = main.getBoundingClientRect().width;
-            return {count: imgs.length,
-                    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
-                    too_wide: imgs.filter(i => i.getBoundingClientRect().width > width + 1).length,
-                    height: document.documentElement.scrollHeight};""")
-        if state["broken"] or state["too_wide"]:
-            problems.append((entry, state))
-        shot = page.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": 1280,
-                     "height": min(state["height"], 30000), "scale": 0.5}})
+        found, state = layout_problems(page, entry)
+        problems += found
+        width, height = state["viewport"], min(state["height"], 30000)
+        set_viewport(page, width, height)
+        try:
+            found, _ = layout_problems(page, entry + " (full height)")
+            problems += found
+            shot = page.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "clip": {"x": 0, "y": 0, "width": width,
+                                          "height": height, "scale": 0.5}})
+            set_viewport(page, PHONE_WIDTH, 800)
+            found, _ = layout_problems(page, f"{entry} ({PHONE_WIDTH} px)")
+            problems += found
+        finally:
+            page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         name = entry.replace("book/", "").replace("/", "__") + ".png"
         with open(os.path.join(folder, name), "wb") as f:
             f.write(base64.b64decode(shot["data"]))
-    assert not problems, problems
+    assert not problems, "\n".join(problems)
 
 
 def test_no_failed_notebooks_or_missing_glyphs(html_dir):
