@@ -41,8 +41,6 @@ def _produce(source, depth_queue, stop):
 class Prefetcher:
     """Make a source's batches in a background thread, ``depth`` ahead.
 
-    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
-
     The thread starts at the first :meth:`next_batch` and calls
     ``source.next_batch()`` into a queue of at most ``depth`` batches, so
     while the consumer trains on one batch the next ones are read and
