@@ -24,9 +24,7 @@ __all__ = ["embed", "l2_normalize"]
 def l2_normalize(x, eps=1e-12, axis=-1):
     """``x`` divided by its L2 norm along ``axis``: ``x / sqrt(sum(x**2) + eps)``.
 
-    Book: used from ``chapter_introduction/first-look`` on; the verification
-    protocol (``chapter_evaluation/verification-protocol``) normalises
-    ``embed``'s ``emb + flipped`` with it.
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
 
     Parameters
     ----------
@@ -89,6 +87,8 @@ def _forward(net, x):
 
 def embed(net, images, flip=True, batch_size=64, ctx=None, progress=False, desc=None):
     """Embeddings of ``images`` and of their horizontal flips by ``net``.
+
+    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
 
     The images are fed in order, ``batch_size`` at a time, as NDArrays on
     ``ctx``; the flipped batch is the same batch mirrored along the width
