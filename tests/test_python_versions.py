@@ -92,8 +92,13 @@ def _pins_resolve(version, tmp_path):
         assert found["numpy"] == "1.23.5" and found["mxnet"] == "1.9.1"
 
 
+# Python 3.11's constraints.txt is resolved and installed for real by every CI
+# run (scripts/setup.sh builds the main venv with it): only the others here.
+PINS = [v for v in sorted(CONSTRAINTS) if v != "3.11"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("version", sorted(CONSTRAINTS))
+@pytest.mark.parametrize("version", PINS)
 def test_pins_resolve(version, jobs):
     jobs[("pins", version)].result()  # re-raises the job's failure or skip
 
@@ -110,7 +115,7 @@ def jobs(tmp_path_factory):
     long as the slowest one (sequentially: minutes). Each test then checks
     its own job's outcome."""
     from concurrent.futures import ThreadPoolExecutor
-    work = [(("pins", v), _pins_resolve, v) for v in sorted(CONSTRAINTS)]
+    work = [(("pins", v), _pins_resolve, v) for v in PINS]
     work += [(("fresh", v), _fresh_venv, v) for v in FRESH]
     work += [(("wheel", None), _wheel_install_has_the_pth, None)]
     pool = ThreadPoolExecutor(len(work))
