@@ -224,6 +224,12 @@ def test_record_batches_prefetch_changes_nothing_and_resumes(face_set):
         resumed.load_state_dict(saved)
         assert_same_batches([arrays(resumed.next_batch()) for _ in range(9)], want[5:])
         resumed.close()
+    # a pickled copy (e.g. sent to a worker process) is at the consumer's position
+    import pickle
+    copy = pickle.loads(pickle.dumps(fetched))
+    assert copy.state_dict() == fetched.state_dict()
+    assert_same_batches([arrays(copy.next_batch())], [arrays(fetched.next_batch())])
+    copy.close()
     fetched.close()
     assert not any(t.name == "fr_prefetch" and t.is_alive()
                    for t in threading.enumerate() if t is not threading.current_thread())

@@ -319,6 +319,15 @@ class ResumableBatches(BatchSource):
         self._lock = threading.Lock()
         self._prefetcher = None
 
+    def __getstate__(self):  # picklable (e.g. for worker processes): no thread
+        state = dict(self.__dict__)
+        state["_lock"], state["_prefetcher"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __len__(self):
         """Batches per epoch (an incomplete last batch is dropped)."""
         if self.batch_sampler is not None:
