@@ -262,6 +262,8 @@ def test_face_record_iter_resumes_exactly(face_set):
     assert isinstance(it, BatchSource) and len(it) == 7
     want = [arrays(it.next_batch()) for _ in range(16)]
     assert [len(y) for _, y in want[:8]] == [3] * 6 + [2, 3]
+    ds = it.dataset   # positions() names the dataset items of a batch
+    np.testing.assert_array_equal(want[9][1], ds.labels[it.positions(1, 2)])
     ref = make()
     for _ in range(9):
         ref.next_batch()

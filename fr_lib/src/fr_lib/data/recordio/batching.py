@@ -277,6 +277,11 @@ class FaceRecordIter(BatchSource):
         self._cache = (epoch, batches)
         return batches
 
+    def positions(self, epoch, batch):
+        """Dataset positions of batch ``batch`` of epoch ``epoch`` (named by the
+        trainer's label check)."""
+        return self._batches(epoch)[batch]
+
     def __len__(self):
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
