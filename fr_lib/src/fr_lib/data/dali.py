@@ -485,7 +485,8 @@ class DaliFaceIter(BatchSource):
 
     def close(self):
         """Release the DALI pipeline and its threads (a later use builds a new
-        one and runs it to the current position)."""
+        one and runs it to the current position: the same stream when a
+        ``seed`` was given)."""
         self._iter = None
         self._pipe = None
 
