@@ -43,7 +43,7 @@ def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, pk=False, **kwarg
     X, y = train_helper.make_data(per_class=4)
     values = dict(loss=loss, loss_kwargs={}, loss_warmup_iters=0, warmup_iters=0,
                   batch_size=8, checkpoint_every=0, hybridize=hybridize,
-                  contexts=contexts)
+                  ctx=contexts)
     values.update(kwargs)
     cfg = train_helper.config(str(tmp_path), max_iters, **values)
     data = ArrayBatches(X, y, batch_sampler=PKSampler(y, 4, 2, seed=1)) if pk \
@@ -57,15 +57,15 @@ def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, pk=False, **kwarg
 def test_trainable_losses_train_two_iterations(tmp_path, loss, hybridize, contexts):
     trainer = _trainer(tmp_path, loss, hybridize, contexts, pk=loss in PK_ONLY)
     trainer.fit(1)  # parameters exist after the first step
-    before = {k: v.data(trainer.contexts[0]).asnumpy().copy()
+    before = {k: v.data(trainer.ctx[0]).asnumpy().copy()
               for k, v in trainer.params.items()}
     trainer.fit(2)
     records = trainer.history if hasattr(trainer, "history") else None
     changed = [k for k, v in trainer.params.items()
-               if not np.array_equal(v.data(trainer.contexts[0]).asnumpy(), before[k])]
+               if not np.array_equal(v.data(trainer.ctx[0]).asnumpy(), before[k])]
     assert changed, f"{loss}: no parameter changed"
     for v in trainer.params.values():
-        assert np.isfinite(v.data(trainer.contexts[0]).asnumpy()).all(), loss
+        assert np.isfinite(v.data(trainer.ctx[0]).asnumpy()).all(), loss
     del records
 
 

@@ -333,7 +333,7 @@ def test_native_engine_two_contexts_and_exact_resume(tmp_path):
     def run(out, max_iters, resume=False):
         cfg = TrainConfig(backbone="mobilefacenet", num_classes=10, batch_size=8,
                           max_iters=4, lr=0.01, checkpoint_every=2, progress=False,
-                          contexts=["cpu(0)", "cpu(1)"], kvstore="device",
+                          ctx=["cpu(0)", "cpu(1)"], kvstore="device",
                           log_every=1, out_dir=str(tmp_path / out), resume=resume)
         tr = FaceTrainer(cfg, ArrayBatches(X, y, 8, seed=1))
         assert tr.engine == "native"

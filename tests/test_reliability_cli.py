@@ -23,7 +23,7 @@ TINY = ["--set", "synthetic={num_identities: 6, images_per_identity: 4, "
                  "num_val_pairs: 20, seed: 0}",
         "--set", "train.max_iters=4", "--set", "train.verify_every=2",
         "--set", "train.checkpoint_every=2", "--set", "train.batch_size=8",
-        "--set", "train.contexts=['cpu(0)']", "--set", "train.progress=false",
+        "--set", "train.ctx=['cpu(0)']", "--set", "train.progress=false",
         "--set", "train.val_batch_size=16", "--set", "train.warmup_iters=0"]
 
 

@@ -232,7 +232,7 @@ def test_nan_pixel_leaves_batchnorm_statistics_untouched(tmp_path, clip, check_u
     X, y = _image_data()
     data = _OnePixel(ArrayBatches(X, y, 24, seed=3), bad={3})
     cfg = train_helper.config(str(tmp_path), 6, resume=False, clip_global_norm=clip,
-                              contexts=["cpu(0)", "cpu(1)"], check_update=check_update)
+                              ctx=["cpu(0)", "cpu(1)"], check_update=check_update)
     trainer = FaceTrainer(cfg, data, backbone=_bn_net())
     trainer.fit(max_iters=2)
     before = _all_values(trainer)
@@ -283,7 +283,7 @@ def test_guard_waits_for_the_device_once_per_step(tmp_path, monkeypatch, context
     """The loss, the gradient norm and the updated weights come back in one
     transfer (two with clipping, which needs the norm before the update); the
     guard used to read one loss per context plus the gradient norm."""
-    trainer = _trainer(tmp_path, max_iters=4, resume=False, contexts=contexts,
+    trainer = _trainer(tmp_path, max_iters=4, resume=False, ctx=contexts,
                        clip_global_norm=clip)
     X, y = trainer.data.next_batch()
     trainer.train_step(X, y)
@@ -342,7 +342,7 @@ def test_divergent_learning_rate_is_caught_after_the_update(tmp_path, clip):
 def test_checkpoint_with_non_finite_tensors_is_refused(tmp_path):
     trainer = _trainer(tmp_path, max_iters=4, resume=False)
     trainer.fit()
-    w = trainer.head.weight.data(trainer.contexts[0])
+    w = trainer.head.weight.data(trainer.ctx[0])
     w[0, 0] = np.inf
     trainer.iteration += 1
     with pytest.raises(NonFiniteError, match=r"not writing a checkpoint.*weight"):
@@ -354,7 +354,7 @@ def test_resume_refuses_a_checkpoint_with_non_finite_values(tmp_path):
     """Such a checkpoint (written by an older fr_lib) is not a good one."""
     trainer = _trainer(tmp_path, max_iters=5, resume=False)
     trainer.fit()                                               # ckpt-5
-    trainer.head.weight.data(trainer.contexts[0])[1, 2] = np.nan
+    trainer.head.weight.data(trainer.ctx[0])[1, 2] = np.nan
     trainer.iteration = 6                                       # as the old code did
     trainer.checkpoints.save(6, {"backbone.params": trainer.net.save_parameters,
                                  "head.params": trainer.head.save_parameters,

@@ -36,13 +36,13 @@ def _trainer(tmp_path, data=None, dropout=0.0, **kwargs):
 
 def _params(trainer):
     """Parameter values by position (block names differ between instances)."""
-    return {i: v.data(trainer.contexts[0]).asnumpy().copy()
+    return {i: v.data(trainer.ctx[0]).asnumpy().copy()
             for i, v in enumerate(trainer.params.values())}
 
 
 def test_two_cpu_contexts_match_one(tmp_path):
     one = _trainer(tmp_path / "one", max_iters=8, resume=False)
-    two = _trainer(tmp_path / "two", contexts=["cpu(0)", "cpu(1)"], max_iters=8,
+    two = _trainer(tmp_path / "two", ctx=["cpu(0)", "cpu(1)"], max_iters=8,
                    resume=False)
     r1, r2 = one.fit(), two.fit()
     assert r1.iterations == r2.iterations == 8

@@ -40,7 +40,7 @@ def make_mlp(dropout=0.1):
 def config(out_dir, max_iters, **kwargs):
     # FR_TEST_CONTEXTS="cpu(0),cpu(1)": the same run data-parallel on two contexts
     contexts = os.environ.get("FR_TEST_CONTEXTS", "cpu(0)").split(",")
-    values = dict(contexts=contexts, loss="arcface", loss_kwargs={"s": 16, "m": 0.3},
+    values = dict(ctx=contexts, loss="arcface", loss_kwargs={"s": 16, "m": 0.3},
                   loss_warmup_iters=3, batch_size=24, max_iters=max_iters, lr=0.1,
                   lr_mode="cosine", warmup_iters=3, checkpoint_every=5, keep_last=10,
                   out_dir=out_dir, log_every=1, progress=False, resume=True, seed=3)

@@ -81,7 +81,7 @@ _NUMBER_RE = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\
 # options whose default is not None but which take null (kvstore: no kvstore)
 _NULLABLE = {"kvstore"}
 # element types of list options
-_ELEMENTS = {"train.lr_steps": int, "train.val_sets": str, "train.contexts": str}
+_ELEMENTS = {"train.lr_steps": int, "train.val_sets": str, "train.ctx": str}
 
 
 def _coerce(option, value, kind, optional):
@@ -219,6 +219,12 @@ def validate_recipe(recipe):
         errors.append(f"train: expected a mapping of training options (train.lr, "
                       f"train.batch_size, ...), got {recipe['train']!r}")
     else:
+        # old names of renamed options (train.num_workers, train.contexts)
+        from ..train.trainer import renamed_options
+        try:
+            recipe["train"] = renamed_options(recipe["train"], "recipe", stacklevel=4)
+        except ValueError as err:
+            errors.append(f"train: {err}")
         _typed_section(recipe, "train", _train_schema(), "training option", errors)
     synth = recipe.get("synthetic")
     if synth is not None and not isinstance(synth, dict):
@@ -464,12 +470,19 @@ def check_recipe(recipe):
     lookup("loss", LOSSES, "loss_kwargs")
     if cfg["loss_warmup_iters"]:
         lookup("warmup_loss", LOSSES, "warmup_loss_kwargs")
-    from ..train.trainer import loss_refusal  # the loss contract: trainable?
+    # the loss contract (trainable? with this head?)
+    from ..train.trainer import loss_refusal, partial_fc_refusal
+    head = str(cfg.get("head") or "auto").lower()
     for option in ("loss", "warmup_loss") if cfg["loss_warmup_iters"] else ("loss",):
         if cfg[option] in LOSSES:
-            why = loss_refusal(str(cfg[option]).lower(), pk=bool(cfg.get("pk_k")))
+            why = loss_refusal(str(cfg[option]).lower(), pk=bool(cfg.get("pk_k")),
+                               head=head)
             if why:
                 errors.append(f"train.{option}: {why}")
+    if head == "partial_fc":
+        why = partial_fc_refusal(cfg)
+        if why:
+            errors.append(f"train.head: 'partial_fc': {why}")
     if cfg["loss_warmup_iters"] and cfg["loss"] in LOSSES \
             and contract_of(cfg["loss"]).head is None:
         errors.append(f"train.loss_warmup_iters: loss {cfg['loss']!r} has no head for "
@@ -485,7 +498,7 @@ def check_recipe(recipe):
                       ("num_cpus", 1),
                       ("verify_every", 0), ("loss_warmup_iters", 0), ("log_every", 1),
                       ("max_bad_steps", 1), ("val_batch_size", 1), ("keep_last", 1),
-                      ("num_workers", 0), ("warmup_iters", 0), ("num_classes", 0)):
+                      ("decode_threads", 0), ("warmup_iters", 0), ("num_classes", 0)):
         if cfg[name] is not None and cfg[name] < low:
             errors.append(f"train.{name}: must be >= {low}, got {cfg[name]}")
     for name in ("lr", "wd"):
@@ -500,12 +513,12 @@ def check_recipe(recipe):
                   "dist_async", "horovod"):
         errors.append(f"train.kvstore: unknown kvstore {kv!r}; choose from 'device', "
                       "'local', 'dist_sync', 'dist_device_sync', 'horovod', null")
-    # the devices the run would use (train.contexts, else num_gpus/num_cpus)
-    contexts = [str(c).replace(" ", "") for c in cfg["contexts"] or []]
+    # the devices the run would use (train.ctx, else num_gpus/num_cpus)
+    contexts = [str(c).replace(" ", "") for c in cfg["ctx"] or []]
     ctx_re = re.compile(r"(cpu|gpu)\(\d+\)")
     for c in contexts:
         if not ctx_re.fullmatch(c):
-            errors.append(f"train.contexts: bad context {c!r}; use 'cpu(0)' or 'gpu(1)'")
+            errors.append(f"train.ctx: bad context {c!r}; use 'cpu(0)' or 'gpu(1)'")
     if not contexts and kv != "horovod" and cfg["num_cpus"] >= 1:
         import logging
         from ..utils.device import get_devices

@@ -18,15 +18,18 @@ naming the file otherwise.
 
 What a checkpoint can and cannot restore
 ----------------------------------------
-NumPy's and Python's global random states are plain data and are stored in
-``meta.json`` (:func:`rng_state` / :func:`set_rng_state`). MXNet's random
-generators have no API to read their state, so they cannot be saved;
-:class:`~fr_lib.train.FaceTrainer` instead reseeds MXNet from
+:class:`~fr_lib.train.FaceTrainer` keeps no random state that would need
+saving: every draw is a function of the run's seed and position. The data
+order and mirror flips come from ``numpy.random.default_rng`` seeded with
+``(seed, epoch, batch)``, the trainer's own draws (Partial FC's sampling)
+from ``SeedSequence(seed, spawn_key=(iteration, stream))``, and MXNet's
+generators, which have no API to read their state, are reseeded from
 ``(seed, iteration)`` before every step (:func:`step_seed`), which makes
-dropout and any other MXNet randomness a function of the iteration, and
-draws the data order and mirror flips from ``numpy.random.default_rng``
-seeded with ``(seed, epoch, batch)``. A resumed run therefore sees the same
-batches and the same random masks as an uninterrupted one.
+dropout and any other MXNet randomness a function of the iteration. A
+resumed run therefore sees the same batches, samples and random masks as an
+uninterrupted one, and the trainer never reads or sets NumPy's or Python's
+global generators. :func:`rng_state` / :func:`set_rng_state` save and
+restore those global states for code that does rely on them.
 """
 import errno
 import hashlib

@@ -39,6 +39,16 @@ weighted by their sizes, with several contexts: each context mines its own
 shard, which holds whole identities when P is a multiple of the number of
 contexts).  The pair loss ``contrastive`` (two embedding batches and a flag)
 is refused: ``contrastive_batch`` forms every pair of a P×K batch instead.
+
+Heads are pluggable (``TrainConfig.head``): ``'auto'`` builds the contract's
+head (above); ``'partial_fc'`` replaces the ``NormDense`` of a cosine loss by
+:class:`~fr_lib.train.PartialFC`: the step graph ends at the embeddings, the
+embeddings and labels of all contexts are joined on the first context (the
+sampling needs the labels of the whole batch), and the class centres, sharded
+over the contexts, are sampled, scored and updated (row-sparse SGD) by the
+Partial FC head. It takes the cosine losses that need no running state
+(their extra inputs may be λ or the embedding norms); the others are refused
+with the reason (:func:`objective_refusal`).
 """
 import inspect
 
@@ -49,19 +59,47 @@ from mxnet import gluon
 from ..loss import LOSSES, LossContract, contract_of, get_loss
 from ..model_zoo import NormDense
 
-__all__ = ["Objective", "objective_refusal"]
+__all__ = ["Objective", "objective_refusal", "HEADS"]
 
 #: extra inputs and states the objective can supply
 _SUPPORTED_EXTRAS = {(), ("lam",), ("norm",), ("t",)}
 _SUPPORTED_STATE = {(), ("lam",), ("t",), ("mean", "std"), ("centers",)}
+#: the heads ``TrainConfig.head`` can name
+HEADS = ("auto", "normdense", "partial_fc")
 
 
-def objective_refusal(loss, pk=False):
+def _head_refusal(c, head):
+    """Why the head ``head`` cannot serve a loss of contract ``c``, or None."""
+    if head not in HEADS:
+        return f"head={head!r} is not one of {list(HEADS)}"
+    if head == "auto":
+        return None
+    if c.head != "normdense":
+        has = "no head (it consumes the embeddings)" if c.head is None else \
+            f"a {c.head!r} head"
+        return f"head={head!r} needs a cosine loss (a NormDense head); it takes {has}"
+    if head == "normdense":
+        return None
+    if c.head_k_arg is not None:
+        return ("head='partial_fc' samples one centre per class; it needs "
+                f"{c.head_k_arg} centres per class (use head='auto')")
+    if c.state not in ((), ("lam",)):
+        return (f"head='partial_fc' cannot carry its running state {c.state} "
+                "(advanced inside the NormDense graph; use head='auto')")
+    if c.extra_inputs not in ((), ("lam",), ("norm",)):
+        return f"head='partial_fc' cannot supply its extra inputs {c.extra_inputs}"
+    return None
+
+
+def objective_refusal(loss, pk=False, head="auto"):
     """Why the objective layer cannot train ``loss`` (a name, class, instance
     or :class:`~fr_lib.loss.LossContract`), a sentence, or ``None``. Read from
     the loss's contract only; ``pk``: the batches are P×K (drawn by a
-    :class:`~fr_lib.data.PKSampler`)."""
+    :class:`~fr_lib.data.PKSampler`); ``head``: one of :data:`HEADS`."""
     c = loss if isinstance(loss, LossContract) else contract_of(loss)
+    why = _head_refusal(c, str(head).lower())
+    if why is not None:
+        return why
     if c.consumes == "pairs":
         return ("it consumes pairs (two embedding batches and a same/different "
                 "flag), which no data source yields; use 'contrastive_batch', "
@@ -148,6 +186,18 @@ class _ObjectiveStep(gluon.HybridBlock):
         return self.loss(out, y, norm, mean, std), safe
 
 
+class _EmbeddingStep(gluon.HybridBlock):
+    """backbone -> embeddings (the step graph before a Partial FC head)."""
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def hybrid_forward(self, F, x):
+        emb = self.backbone(x)
+        return emb[0] if isinstance(emb, (list, tuple)) else emb
+
+
 class Objective:
     """Head and loss of one registered loss, built from its contract.
 
@@ -164,14 +214,27 @@ class Objective:
         without a head).
     pk : bool, default False
         The batches are P×K (needed by the metric losses).
+    head_kind : str, default 'auto'
+        One of :data:`HEADS` (``TrainConfig.head``).
+    partial_fc : dict, optional
+        With ``head_kind='partial_fc'``: the arguments of
+        :class:`~fr_lib.train.PartialFC` besides the classes, the embedding
+        size and the loss (``sample_rate``, ``softmax``, ``ctx``,
+        ``momentum``, ``wd``, ``clip_gradient``), and ``rng``: a callable
+        ``rng(stream) -> numpy.random.Generator`` (the trainer's
+        :meth:`~fr_lib.train.FaceTrainer.rng`) from which the initial
+        centres are drawn.
 
     Attributes
     ----------
     loss : HybridBlock
-    head : HybridBlock
+    head : HybridBlock or None
         The block holding the class parameters: the head, or the loss itself
         for embedding losses (its parameters are trained and checkpointed as
-        the head's).
+        the head's); None with Partial FC (see ``partial_fc``).
+    partial_fc : PartialFC or None
+        The Partial FC head, built by :meth:`init_shapes` (it needs the
+        embedding size) or :meth:`load_head`.
     contract : LossContract
 
     Raises
@@ -180,13 +243,17 @@ class Objective:
         When the loss is refused (see :func:`objective_refusal`).
     """
 
-    def __init__(self, name, loss_kwargs, num_classes, head=None, pk=False):
+    def __init__(self, name, loss_kwargs, num_classes, head=None, pk=False,
+                 head_kind="auto", partial_fc=None):
         self.name = key = str(name).lower()
-        why = objective_refusal(key, pk)
+        self.head_kind = str(head_kind).lower()
+        why = objective_refusal(key, pk, self.head_kind)
         if why is not None:
             raise ValueError(f"loss {key!r} cannot be trained by FaceTrainer/fr-train: "
                              f"{why}")
         self.contract = c = contract_of(key)
+        self.num_classes = int(num_classes)
+        self.partial_fc, self._pfc_args, self._pfc_saved = None, None, None
         kwargs = dict(loss_kwargs or {})
         if c.needs_num_classes:
             kwargs.setdefault("num_classes", int(num_classes))
@@ -195,7 +262,23 @@ class Objective:
             raise ValueError(f"loss {key!r} with update='paper' moves its centres "
                              "outside the graph; the trainer trains them by gradient: "
                              "use update='gradient'")
-        if c.head is None:
+        if self.head_kind == "partial_fc":
+            if head is not None:
+                raise ValueError("head='partial_fc' builds its own head: do not pass "
+                                 "a head block")
+            from .partial_fc import PartialFC
+            args = dict(partial_fc or {})
+            ctx = args.get("ctx") or [mx.cpu()]
+            # a 'sharded' softmax with a loss that reweights other logits is
+            # refused now, before any training
+            args["softmax"] = PartialFC._softmax_mode(args.get("softmax", "auto"),
+                                                      self.loss, len(ctx))
+            if self.num_classes < len(ctx):
+                raise ValueError(f"head='partial_fc': {self.num_classes} classes cannot "
+                                 f"be split over {len(ctx)} contexts")
+            self._pfc_args = args
+            self.head = None
+        elif c.head is None:
             if head is not None:
                 raise ValueError(f"loss {key!r} consumes the embeddings (its contract "
                                  "has no head): do not pass a head")
@@ -227,17 +310,129 @@ class Objective:
 
     def make_step(self, backbone):
         """The training graph ``backbone -> head -> loss`` (a HybridBlock
-        called as ``step(x, y, *self.inputs(ctx, iteration))``)."""
+        called by :meth:`forward`); with Partial FC ``backbone ->
+        embeddings`` (the head runs imperatively after it)."""
+        if self.partial_fc_head:
+            return _EmbeddingStep(backbone)
         alpha = getattr(self.loss, "_alpha", 0.0) if self.kind in ("t", "adaface") else 0.0
         return _ObjectiveStep(backbone, self.head if self.has_head else None,
                               self.loss, self.kind, alpha)
 
+    @property
+    def partial_fc_head(self):
+        """True when the head is :class:`~fr_lib.train.PartialFC`."""
+        return self._pfc_args is not None
+
+    def forward(self, step, xs, ys, ctx, iteration, rng=None):
+        """One forward pass of the step graph on every context (inside
+        ``autograd.record()``).
+
+        Parameters
+        ----------
+        step : HybridBlock
+            From :meth:`make_step`.
+        xs, ys : list of NDArray
+            The shards of the batch, one per context.
+        ctx : list of Context
+        iteration : int
+            Completed iterations (the step makes ``iteration + 1``).
+        rng : numpy.random.Generator, optional
+            Partial FC draws its negative classes from it.
+
+        Returns
+        -------
+        (losses, stats)
+            The per-sample losses (one array per context; one array on
+            ``ctx[0]`` for the whole batch with Partial FC) and the
+            statistics for :meth:`advance` (or None).
+        """
+        if not self.partial_fc_head:
+            outs = [step(a, b, *self.inputs(c, iteration)) for a, b, c in zip(xs, ys, ctx)]
+            return self.split(outs)
+        home = ctx[0]
+        self._pfc_saved = None  # (undo restores only what step_head changed)
+        embs = [step(a) for a in xs]
+        emb = embs[0] if len(embs) == 1 else \
+            mx.nd.concat(*[e.as_in_context(home) for e in embs], dim=0)
+        y = ys[0] if len(ys) == 1 else \
+            mx.nd.concat(*[b.as_in_context(home) for b in ys], dim=0)
+        extra = []
+        if self.kind == "lam":
+            extra = self.inputs(home, iteration)
+        elif self.kind == "norm":
+            extra = [mx.nd.sqrt(mx.nd.sum(mx.nd.square(emb), axis=1))]
+        loss = self.partial_fc(emb, y, *extra, rng=rng)
+        return [loss], None
+
     def init_shapes(self, emb):
-        """Finish deferred shapes from one embedding batch (outside autograd)."""
-        if self.has_head:
+        """Finish deferred shapes from one embedding batch (outside autograd);
+        builds the Partial FC head."""
+        if self.partial_fc_head:
+            if self.partial_fc is None:
+                self._build_partial_fc(int(emb.shape[1]), initial=True)
+        elif self.has_head:
             self.head(emb)
         else:
             self.loss(emb, mx.nd.zeros((emb.shape[0],), ctx=emb.context))
+
+    def _build_partial_fc(self, in_units, initial):
+        from .partial_fc import PartialFC
+        args = dict(self._pfc_args)
+        rng = args.pop("rng", None)
+        self.partial_fc = pfc = PartialFC(self.num_classes, in_units, loss=self.loss,
+                                          weight_initializer=mx.init.Zero(), **args)
+        if initial:
+            # the authors' N(0, 0.01²), from the trainer's generator (stream 2)
+            gen = rng(2) if rng is not None else np.random.default_rng()
+            pfc.set_weight(gen.normal(0.0, 0.01, (self.num_classes, in_units))
+                           .astype(np.float32))
+        return pfc
+
+    # -- the Partial FC head's update, undo and checkpoint -------------------------
+    def step_head(self, lr, batch_size):
+        """Update a Partial FC head (the rows sampled by the last forward),
+        keeping those rows and their momentum for :meth:`undo`; nothing for
+        the other heads (the gluon Trainer updates them)."""
+        pfc = self.partial_fc
+        if pfc is None or pfc._pending is None:
+            return
+        moms = [mx.nd.take(pfc._moms[s], local, axis=0)
+                for s, (_, local) in enumerate(pfc._pending)]
+        self._pfc_saved = [(local, w_sub.detach(), m)
+                           for (w_sub, local), m in zip(pfc._pending, moms)]
+        pfc.learning_rate = float(lr)
+        pfc.step(batch_size)
+
+    def head_grads(self):
+        """``(ctx index, gradient)`` of the rows a Partial FC head sampled in
+        the last forward (empty for the other heads or after its update)."""
+        pfc = self.partial_fc
+        if pfc is None or pfc._pending is None:
+            return []
+        return [(s, w_sub.grad) for s, (w_sub, _) in enumerate(pfc._pending)]
+
+    def head_arrays(self):
+        """``(label, ctx index, array)`` of a Partial FC head's weights and
+        momentum (empty for the other heads)."""
+        pfc = self.partial_fc
+        if pfc is None:
+            return []
+        return [(f"partial_fc {what} shard {s}", s, a)
+                for what, arrays in (("weight", pfc._weights), ("momentum", pfc._moms))
+                for s, a in enumerate(arrays)]
+
+    def save_head(self, path):
+        """Write a Partial FC head's state (:meth:`PartialFC.save`)."""
+        self.partial_fc.save(path)
+
+    def load_head(self, path):
+        """Read a Partial FC head's state, building the head if needed."""
+        state = mx.nd.load(path)
+        if "weight" not in state:
+            raise ValueError(f"{path}: not a Partial FC state (no 'weight')")
+        if self.partial_fc is None:
+            self._build_partial_fc(int(state["weight"].shape[1]), initial=False)
+        self.partial_fc.load_state_dict(state)
 
     # -- extra inputs and state ------------------------------------------------
     def inputs(self, ctx, iteration):
@@ -279,7 +474,17 @@ class Objective:
             self.loss._std = a * batch_std + (1.0 - a) * self.loss._std.as_in_context(ctx)
 
     def undo(self):
-        """Put the state back as it was before the last :meth:`advance`."""
+        """Put the state back as it was before the last :meth:`advance` (and
+        a Partial FC head's rows as they were before :meth:`step_head`)."""
+        if self.partial_fc is not None:
+            pfc = self.partial_fc
+            if self._pfc_saved is not None:
+                for s, (local, w, m) in enumerate(self._pfc_saved):
+                    pfc._weights[s][:] = mx.nd.contrib.index_copy(pfc._weights[s], local, w)
+                    pfc._moms[s][:] = mx.nd.contrib.index_copy(pfc._moms[s], local, m)
+                pfc.num_update -= 1
+            self._pfc_saved = None
+            pfc._pending = None
         if self._previous is not None:
             if self.kind == "t":
                 (self.loss._t,) = self._previous

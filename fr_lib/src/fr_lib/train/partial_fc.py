@@ -287,13 +287,18 @@ class PartialFC:
                              f"[0, {self.num_classes})")
         return values.astype(np.int64)
 
-    def sample(self, label):
+    def sample(self, label, rng=None):
         r"""Choose the class centres of one step and remap the labels.
 
         Parameters
         ----------
         label : NDArray or array-like
             Integer class ids of the global batch, shape ``(batch,)``.
+        rng : numpy.random.Generator, optional
+            Draw the negatives from it instead of the head's own generator
+            (``seed``); :class:`~fr_lib.train.FaceTrainer` passes one that is
+            a function of the run's seed and iteration, so a resumed run
+            samples as an uninterrupted one.
 
         Returns
         -------
@@ -318,6 +323,7 @@ class PartialFC:
         built.
         """
         labels = self._check_label(label)
+        rng = self._rng if rng is None else rng
         indices, remapped = [], np.empty_like(labels)
         offset = 0
         for (start, stop), k in zip(self.shard_ranges, self.num_sample):
@@ -325,7 +331,7 @@ class PartialFC:
             pos = np.unique(labels[inside] - start)
             n_neg = k - pos.size
             if n_neg > 0:
-                ranks = self._rng.choice(stop - start - pos.size, n_neg,
+                ranks = rng.choice(stop - start - pos.size, n_neg,
                                          replace=False, shuffle=False)
                 neg = ranks + np.searchsorted(pos - np.arange(pos.size), ranks,
                                               side="right")
@@ -338,10 +344,10 @@ class PartialFC:
         return PartialFCSample(indices, remapped)
 
     # ------------------------------------------------------------------- forward
-    def __call__(self, x, label, *extra):
-        return self.forward(x, label, *extra)
+    def __call__(self, x, label, *extra, rng=None):
+        return self.forward(x, label, *extra, rng=rng)
 
-    def forward(self, x, label, *extra):
+    def forward(self, x, label, *extra, rng=None):
         """Sample, compute the sampled cosines and return the per-sample loss.
 
         Parameters
@@ -353,6 +359,8 @@ class PartialFC:
             Class ids, ``(batch,)``.
         *extra : NDArray
             Further loss inputs (e.g. the embedding norms of MagFace/AdaFace).
+        rng : numpy.random.Generator, optional
+            Passed to :meth:`sample`.
 
         Returns
         -------
@@ -370,7 +378,7 @@ class PartialFC:
             raise ValueError(f"expected embeddings of shape (batch, {self.in_units}), "
                              f"got {x.shape}")
         labels = self._check_label(label, batch=x.shape[0])
-        sample = self.sample(labels)
+        sample = self.sample(labels, rng)
         pending, cosines = [], []
         recording = autograd.is_recording()
         xn = _normalize(x, self._eps)
@@ -555,7 +563,9 @@ class PartialFC:
         dict of str to NDArray
             ``weight`` and ``momentum`` (both ``(num_classes, in_units)``, CPU)
             and ``num_update`` (a (1,) int64 array). The sampling generator's
-            state is not included.
+            state is not included (:class:`~fr_lib.train.FaceTrainer` passes
+            a generator per step to :meth:`forward`, a function of the run's
+            seed and iteration, so it needs none).
         """
         return {"weight": self.weight(), "momentum": self.momentum_buffer(),
                 "num_update": mx.nd.array([self.num_update], dtype="int64")}

@@ -39,12 +39,32 @@ from the loss's contract by :mod:`fr_lib.train.objective`):
 - a tqdm bar (loss, lr, img/s, ETA) and a JSON-lines log
   (:func:`read_log`, :func:`plot_log`).
 
-Exact resumption needs every source of randomness to be a function of the
-run's seed and position: the data order and mirror flips come from
-``numpy.random.default_rng([seed, epoch, ...])`` (:class:`ArrayBatches`,
-:class:`RecordBatches`) and MXNet is reseeded before every step from
-``(seed, iteration)`` (see :mod:`fr_lib.train.checkpoint`). On CPU a
-resumed run then reproduces the losses of an uninterrupted one.
+Randomness. The trainer owns its randomness: every random draw of a run is
+a function of ``TrainConfig.seed`` and the run's position, so a run is
+bitwise reproducible and a resumed run continues exactly (on CPU it
+reproduces the losses and weights of an uninterrupted one):
+
+- the data order and mirror flips come from
+  ``numpy.random.default_rng([seed, epoch, ...])`` inside the data source
+  (:class:`ArrayBatches`, :class:`RecordBatches`);
+- the trainer's own draws (Partial FC's class sampling) come from
+  :meth:`FaceTrainer.rng`, a ``numpy.random.Generator`` seeded with
+  ``SeedSequence(seed, spawn_key=(iteration, stream))``; the checkpoint
+  records the seed (and the iteration), which is its whole state;
+- NumPy's and Python's global generators (``np.random.seed``,
+  ``random.seed``) are never touched: constructing, training and resuming a
+  trainer leaves them as they were.
+
+MXNet's operator randomness (parameter initialisers, dropout, ``mx.nd.random``)
+has only a global generator per context, with no API to read or restore its
+state, so it is the one global the trainer sets: ``mx.random.seed(s,
+ctx='all')`` (:meth:`FaceTrainer._seed_mxnet`), with ``s = seed`` before the
+parameters are initialised (construction and the deferred initialisation
+of :meth:`FaceTrainer.prepare`) and, with ``reseed_every_step``,
+``s = step_seed(seed, iteration)`` before every step, so that dropout masks
+are a function of the iteration (:mod:`fr_lib.train.checkpoint`). Code that
+draws from MXNet's generator between the trainer's steps should seed it
+again itself.
 
 >>> config = TrainConfig(backbone='mobilefacenet', loss='arcface',
 ...                      batch_size=128, max_iters=20000, lr=0.1,
@@ -70,11 +90,12 @@ from ..model_zoo import NativeTrainingView, get_model, native_training_support
 from ..native.backend import check_engine, to_native
 from ..utils.fileio import atomic_write_text
 from .checkpoint import (CheckpointError, CheckpointManager, RunDirectoryError, RunLock,
-                         disk_free, rng_state, set_rng_state, step_seed)
+                         disk_free, step_seed)
 from .objective import Objective, objective_refusal
 from .schedule import make_schedule
 
 __all__ = ["TrainConfig", "FaceTrainer", "TrainResult", "NonFiniteError",
+           "RENAMED_OPTIONS",
            "ArrayBatches", "RecordBatches", "train", "exclude_from_weight_decay",
            "read_log", "plot_log", "NO_WD_SUFFIXES"]
 
@@ -86,16 +107,48 @@ NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 
 
 
-def loss_refusal(name, pk=False):
+def loss_refusal(name, pk=False, head="auto"):
     """Why :class:`FaceTrainer` cannot train the loss ``name`` (a sentence naming
     the loss), or ``None``.  Read from the loss's contract
     (:class:`fr_lib.loss.LossContract`) by the objective layer
     (:mod:`fr_lib.train.objective`), which builds the head, the extra inputs
     and the running state each trainable loss needs; ``pk``: the batches are
-    P×K (a :class:`~fr_lib.data.PKSampler`), as the metric losses need."""
-    why = objective_refusal(name, pk)
+    P×K (a :class:`~fr_lib.data.PKSampler`), as the metric losses need;
+    ``head``: ``TrainConfig.head``."""
+    why = objective_refusal(name, pk, head)
     return None if why is None else \
         f"loss {name!r} cannot be trained by FaceTrainer/fr-train: {why}"
+
+
+def partial_fc_refusal(config, distributed=False):
+    """Why the settings of ``config`` (a :class:`TrainConfig` or its dict)
+    cannot train with ``head='partial_fc'``, a sentence, or ``None`` (the
+    loss itself is judged by :func:`loss_refusal`); ``distributed``: more
+    than one worker process."""
+    get = config.get if isinstance(config, dict) else \
+        (lambda key, default=None: getattr(config, key, default))
+    rate = get("sample_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
+            not 0.0 < rate <= 1.0:
+        return f"sample_rate must be a number in (0, 1], got {rate!r}"
+    if str(get("partial_fc_softmax")).lower() not in ("auto", "sharded", "joined"):
+        return (f"partial_fc_softmax must be 'auto', 'sharded' or 'joined', got "
+                f"{get('partial_fc_softmax')!r}")
+    if str(get("optimizer")).lower() != "sgd":
+        return (f"the Partial FC head trains its class centres with its own "
+                f"row-sparse SGD with momentum; optimizer={get('optimizer')!r} would "
+                "train the backbone differently: use optimizer='sgd'")
+    if get("amp") is not None:
+        return "amp is not supported with head='partial_fc' (its update is not scaled)"
+    if get("loss_warmup_iters"):
+        return ("loss_warmup_iters > 0 is not supported with head='partial_fc' (the "
+                "head holds one loss); set it to 0")
+    kv = get("kvstore")
+    if distributed or kv == "horovod" or str(kv).startswith("dist"):
+        return ("the Partial FC head shards the class centres over the contexts of "
+                "one process; several worker processes would need an all-gather of "
+                f"the embeddings, which fr_lib does not implement (kvstore={kv!r})")
+    return None
 
 
 class NonFiniteError(RuntimeError):
@@ -157,6 +210,25 @@ class TrainConfig:
         which extra inputs and state it needs (:mod:`fr_lib.train.objective`).
         Metric losses on P×K batches are refused with the reason.
     loss_kwargs : dict
+    head : str
+        ``'auto'`` (default): the head of the loss's contract (above);
+        ``'normdense'``: the same, insisting that it is a ``NormDense``;
+        ``'partial_fc'``: :class:`~fr_lib.train.PartialFC`, the class
+        centres sharded over ``ctx`` and a share ``sample_rate`` of them
+        (every positive class of the batch included) used per step, with
+        their own row-sparse SGD (the trainer's learning rate, ``momentum``,
+        ``wd`` and ``clip_gradient``). Partial FC takes the cosine losses
+        whose extra inputs are at most λ or the embedding norms (ArcFace,
+        CosFace, SphereFace, MagFace, ...) and needs ``optimizer='sgd'``,
+        one worker process and no AMP; other settings are refused when the
+        trainer is built, with the reason.
+    sample_rate : float
+        Partial FC's sampling rate in ``(0, 1]`` (1.0: every class, the full
+        softmax); ignored by the other heads.
+    partial_fc_softmax : str
+        Partial FC's softmax over the shards: ``'auto'``, ``'sharded'``
+        (each shard keeps its logits, only ``(batch,)`` vectors move) or
+        ``'joined'`` (see :class:`~fr_lib.train.PartialFC`).
     pk_k : int
         0: shuffled batches. K > 0: :func:`train` draws P×K batches
         (:class:`~fr_lib.data.PKSampler`, P = ``batch_size // K``) from
@@ -176,8 +248,11 @@ class TrainConfig:
         Batch size of one worker, split over its contexts (InsightFace's
         "per GPU" batch times the number of GPUs).
     rand_mirror : bool
-    num_workers : int
-        Decoding threads of :class:`RecordBatches`.
+    decode_threads : int
+        JPEG decoding threads of :class:`RecordBatches` (0: decode in the
+        training thread). Formerly ``num_workers``, which still works with a
+        DeprecationWarning (in :class:`FaceTrainer` and ``fr_lib.train.launch``
+        ``num_workers`` means worker *processes*).
     val_sets : list
         ``.bin`` paths (or names of ``.bin`` files in ``data``) to verify on.
     verify_every : int
@@ -186,9 +261,10 @@ class TrainConfig:
     best_metric : str or None
         Name of the set whose accuracy selects the best model; None: the
         mean accuracy over all sets.
-    contexts : list or None
+    ctx : list or None
         ``['cpu(0)', 'cpu(1)']``, ``['gpu(0)']`` or Context objects; None
         uses :func:`fr_lib.utils.get_devices` with ``num_gpus``/``num_cpus``.
+        Formerly ``contexts``, which still works with a DeprecationWarning.
     num_gpus : int or None
     num_cpus : int
     kvstore : str or None
@@ -260,8 +336,9 @@ class TrainConfig:
         Show a tqdm bar.
     seed : int
     reseed_every_step : bool
-        Reseed MXNet from ``(seed, iteration)`` before each step (exact
-        resumption with dropout; costs one small call per step).
+        Reseed MXNet's global generators from ``(seed, iteration)`` before
+        each step (exact resumption with dropout; costs one small call per
+        step; see "Randomness" in :mod:`fr_lib.train.trainer`).
     hybridize : bool
     engine : str
         How the backbone's training pass runs: ``'auto'`` (default) trains a
@@ -280,6 +357,9 @@ class TrainConfig:
     num_classes: int = 0
     loss: str = "arcface"
     loss_kwargs: dict = field(default_factory=dict)
+    head: str = "auto"
+    sample_rate: float = 0.1
+    partial_fc_softmax: str = "auto"
     loss_warmup_iters: int = 0
     pk_k: int = 0
     warmup_loss: str = "normface"
@@ -288,12 +368,12 @@ class TrainConfig:
     data_check: bool = True
     batch_size: int = 128
     rand_mirror: bool = True
-    num_workers: int = 0
+    decode_threads: int = 0
     val_sets: list = field(default_factory=list)
     verify_every: int = 0
     val_batch_size: int = 64
     best_metric: str = None
-    contexts: list = None
+    ctx: list = None
     num_gpus: int = None
     num_cpus: int = 1
     kvstore: str = "device"
@@ -333,11 +413,16 @@ class TrainConfig:
     def from_dict(cls, values):
         """Build a config from a dict (e.g. a parsed YAML recipe).
 
+        The old names of renamed options (:data:`RENAMED_OPTIONS`) are
+        accepted with a DeprecationWarning.
+
         Raises
         ------
         ValueError
-            For an unknown key (the message lists the valid ones).
+            For an unknown key (the message lists the valid ones), or an old
+            and a new name of the same option given together.
         """
+        values = renamed_options(values, "TrainConfig.from_dict")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -347,9 +432,72 @@ class TrainConfig:
     def to_dict(self):
         """The config as a JSON-serialisable dict (contexts as strings)."""
         d = dataclasses.asdict(self)
-        if d["contexts"] is not None:
-            d["contexts"] = [str(c) for c in d["contexts"]]
+        if d["ctx"] is not None:
+            d["ctx"] = [str(c) for c in d["ctx"]]
         return d
+
+
+#: Options of :class:`TrainConfig` that were renamed: ``old -> new``. The old
+#: names still work (constructor, :meth:`TrainConfig.from_dict`, YAML recipes,
+#: ``fr-train --set``) with a DeprecationWarning.
+RENAMED_OPTIONS = {"num_workers": "decode_threads", "contexts": "ctx"}
+
+
+def renamed_options(values, where, stacklevel=3):
+    """``values`` (a dict of options) with the old names of renamed options
+    (:data:`RENAMED_OPTIONS`) replaced by the new ones, warning once per old
+    name; ``where`` names the caller in the message.
+
+    Raises
+    ------
+    ValueError
+        When an old name and its new name are both given.
+    """
+    old = [k for k in values if k in RENAMED_OPTIONS]
+    if not old:
+        return values
+    values = dict(values)
+    for key in old:
+        new = RENAMED_OPTIONS[key]
+        if new in values:
+            raise ValueError(f"{where}: {key!r} is the old name of {new!r}; give "
+                             f"only {new!r}")
+        import warnings
+        warnings.warn(f"{where}: the training option {key!r} is now called {new!r} "
+                      f"({key!r} will be removed)", DeprecationWarning,
+                      stacklevel=stacklevel)
+        values[new] = values.pop(key)
+    return values
+
+
+def _accept_renamed(init):
+    """Wrap the dataclass ``__init__`` so that the old option names still work."""
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **renamed_options(kwargs, "TrainConfig", stacklevel=4))
+    return __init__
+
+
+def _renamed_property(old, new):
+    def get(self):
+        import warnings
+        warnings.warn(f"TrainConfig.{old} is now TrainConfig.{new}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(self, new)
+
+    def set_(self, value):
+        import warnings
+        warnings.warn(f"TrainConfig.{old} is now TrainConfig.{new}", DeprecationWarning,
+                      stacklevel=2)
+        setattr(self, new, value)
+    return property(get, set_, doc=f"Deprecated name of :attr:`{new}`.")
+
+
+TrainConfig.__init__ = _accept_renamed(TrainConfig.__init__)
+for _old, _new in RENAMED_OPTIONS.items():
+    setattr(TrainConfig, _old, _renamed_property(_old, _new))
 
 
 def _parse_context(c):
@@ -439,7 +587,9 @@ class FaceTrainer:
         keeps them.
     head : HybridBlock, optional
         Default: the head of the loss's contract (``NormDense(num_classes)``,
-        ``Dense`` for ``'softmax'``; see :mod:`fr_lib.train.objective`).
+        ``Dense`` for ``'softmax'``; see :mod:`fr_lib.train.objective`), or
+        :class:`~fr_lib.train.PartialFC` with ``config.head='partial_fc'``
+        (then no head block may be given).
     val_sets : dict, optional
         ``name -> (images, issame)`` or :class:`~fr_lib.data.VerificationSet`;
         default: the ``.bin`` files of ``config.val_sets``.
@@ -451,8 +601,13 @@ class FaceTrainer:
     ----------
     net : HybridBlock
         The backbone.
-    head : HybridBlock
-    contexts : list of Context
+    head : HybridBlock or None
+        None with ``config.head='partial_fc'`` (see ``partial_fc``).
+    partial_fc : PartialFC or None
+        The Partial FC head (built with the first step or when a checkpoint
+        is loaded).
+    ctx : list of Context
+        The contexts of this worker (``contexts`` is a deprecated alias).
     trainer : gluon.Trainer
     iteration : int
         Completed iterations.
@@ -491,13 +646,19 @@ class FaceTrainer:
             raise ValueError(f"fresh=True (start a new run, moving the old one aside) "
                              f"and resume={cfg.resume!r} (continue it) contradict each "
                              "other: set one of them")
+        if str(cfg.head).lower() == "partial_fc":
+            # refused before anything process-wide (AMP) is set up
+            why = partial_fc_refusal(cfg)
+            if why is not None:
+                raise ValueError(f"head='partial_fc': {why}")
         self.callbacks = list(callbacks)
         self._hvd = None
         self._setup_kvstore()
         if cfg.amp is not None:
             self._init_amp()
-        mx.random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
+        _check_int("seed", cfg.seed, 0)
+        # initialisers of parameters whose shapes are known now draw here
+        self._seed_mxnet(cfg.seed)
         self.data = data(self.num_workers, self.rank) if callable(data) and \
             not hasattr(data, "next_batch") else data
         for attr in ("next_batch", "state_dict", "load_state_dict"):
@@ -513,11 +674,21 @@ class FaceTrainer:
         # contract, in one place: fr_lib.train.objective
         from ..data.sampler import PKSampler
         pk = isinstance(getattr(self.data, "batch_sampler", None), PKSampler)
+        head_kind = str(cfg.head).lower()
         for name in (cfg.loss, cfg.warmup_loss) if cfg.loss_warmup_iters else (cfg.loss,):
-            why = loss_refusal(str(name).lower(), pk)
+            why = loss_refusal(str(name).lower(), pk, head_kind)
             if why is not None:
                 raise ValueError(why)
-        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head, pk)
+        pfc_args = None
+        if head_kind == "partial_fc":
+            if self.num_workers > 1:  # (a launcher's DMLC_* environment)
+                raise ValueError(f"head='partial_fc': {partial_fc_refusal(cfg, True)}")
+            pfc_args = dict(sample_rate=float(cfg.sample_rate), ctx=self.ctx,
+                            softmax=str(cfg.partial_fc_softmax).lower(),
+                            momentum=cfg.momentum, wd=cfg.wd,
+                            clip_gradient=cfg.clip_gradient, rng=self.rng)
+        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head, pk,
+                                   head_kind, pfc_args)
         self.head, self.loss = self.objective.head, self.objective.loss
         self.warmup_objective = None
         if cfg.loss_warmup_iters:
@@ -540,7 +711,8 @@ class FaceTrainer:
         self.warmup_loss = None if self.warmup_objective is None \
             else self.warmup_objective.loss
         for block in (self.net, self.head):
-            self._initialize(block)
+            if block is not None:
+                self._initialize(block)
         self.engine, why = self._choose_engine()
         # native: the backbone's training pass on fr_lib's NHWC operators,
         # traced into the same graph as the head and the loss
@@ -553,7 +725,7 @@ class FaceTrainer:
             # whether or not the whole backbone runs in the native view
             for step_net in step:
                 if step_net is not None:
-                    to_native(step_net, "auto", self.contexts)
+                    to_native(step_net, "auto", self.ctx)
         self._step_net, self._warm_net = step
         if cfg.hybridize:
             # Everything after a static_alloc graph must be hybridized too: an
@@ -564,7 +736,8 @@ class FaceTrainer:
                     step_net.hybridize(static_alloc=True)
         self.params = gluon.ParameterDict()
         self.params.update(self.net.collect_params())
-        self.params.update(self.head.collect_params())
+        if self.head is not None:
+            self.params.update(self.head.collect_params())
         self.no_wd_params = exclude_from_weight_decay(self.params) if cfg.no_wd else []
         self.schedule = make_schedule(
             cfg.lr_mode, cfg.lr, max_update=cfg.max_iters, warmup_steps=cfg.warmup_iters,
@@ -591,6 +764,35 @@ class FaceTrainer:
         self._snap, self._snap_states, self._snap_counts = {}, [], None
         self._snap_full = True
 
+    def rng(self, stream):
+        """The trainer's NumPy generator for stream ``stream`` (an int) at
+        the current iteration: ``default_rng(SeedSequence(seed,
+        spawn_key=(iteration, stream)))``. A function of the run's seed and
+        position only (nothing to save, the same after a resume); stream 1 is
+        Partial FC's class sampling. NumPy's global generator is not used."""
+        return np.random.default_rng(np.random.SeedSequence(
+            int(self.config.seed), spawn_key=(int(self.iteration), int(stream))))
+
+    @staticmethod
+    def _seed_mxnet(seed):
+        """Seed MXNet's global generators of every context: the one global
+        state the trainer sets (MXNet has no private generators and no API
+        to read theirs); see "Randomness" in the module docstring."""
+        mx.random.seed(int(seed), ctx="all")
+
+    @property
+    def partial_fc(self):
+        """The :class:`~fr_lib.train.PartialFC` head, or None."""
+        return getattr(self.objective, "partial_fc", None)
+
+    @property
+    def contexts(self):
+        """Deprecated name of :attr:`ctx`."""
+        import warnings
+        warnings.warn("FaceTrainer.contexts is now FaceTrainer.ctx", DeprecationWarning,
+                      stacklevel=2)
+        return self.ctx
+
     # -- setup -------------------------------------------------------------------
     def _choose_engine(self):
         """('native' or 'mxnet', why not native) from ``config.engine``."""
@@ -598,7 +800,7 @@ class FaceTrainer:
         if mode == "mxnet":
             return "mxnet", "engine='mxnet'"
         why = ""
-        if any(c.device_type != "cpu" for c in self.contexts):
+        if any(c.device_type != "cpu" for c in self.ctx):
             why = "the native training operators run on CPU only"
         elif self.config.amp is not None:
             why = "amp is set (the native operators are float32)"
@@ -625,16 +827,16 @@ class FaceTrainer:
             self._hvd = hvd
             self.num_workers, self.rank = hvd.size(), hvd.rank()
             gpus = mx.context.num_gpus()
-            self.contexts = [mx.gpu(hvd.local_rank())] if gpus else [mx.cpu()]
+            self.ctx = [mx.gpu(hvd.local_rank())] if gpus else [mx.cpu()]
             self.kvstore = None
             return
-        if cfg.contexts:
-            self.contexts = [_parse_context(c) for c in cfg.contexts]
+        if cfg.ctx:
+            self.ctx = [_parse_context(c) for c in cfg.ctx]
         else:
             from ..utils.device import get_devices
-            self.contexts = get_devices(cfg.num_gpus, cfg.num_cpus)
+            self.ctx = get_devices(cfg.num_gpus, cfg.num_cpus)
         if kv is None or kv == "none":
-            if len(self.contexts) > 1:
+            if len(self.ctx) > 1:
                 raise ValueError("kvstore=None works with one context only")
             self.kvstore = None
         elif kv in ("device", "local"):
@@ -652,7 +854,7 @@ class FaceTrainer:
         dtype = self.config.amp
         if dtype not in ("float16", "bfloat16"):
             raise ValueError(f"amp must be None, 'float16' or 'bfloat16', got {dtype!r}")
-        if dtype == "float16" and any(c.device_type != "gpu" for c in self.contexts):
+        if dtype == "float16" and any(c.device_type != "gpu" for c in self.ctx):
             raise ValueError("amp='float16' needs GPU contexts (MXNet has no fast "
                              "float16 kernels on CPU); use amp=None or 'bfloat16'")
         # Fully connected layers stay float32: the cosine logits of the head
@@ -673,10 +875,10 @@ class FaceTrainer:
             except RuntimeError:  # not initialised yet
                 fresh.append(p)
                 continue
-            p.reset_ctx(self.contexts)
+            p.reset_ctx(self.ctx)
         if fresh:
             block.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="out",
-                                            magnitude=2), ctx=self.contexts)
+                                            magnitude=2), ctx=self.ctx)
 
     def _make_trainer(self):
         cfg = self.config
@@ -714,7 +916,7 @@ class FaceTrainer:
             return None
         from ..metrics.evaluator import VerificationEvaluator
         return VerificationEvaluator(val_sets, batch_size=cfg.val_batch_size,
-                                     ctx=self.contexts[0], progress=False)
+                                     ctx=self.ctx[0], progress=False)
 
     # -- one step ----------------------------------------------------------------
     def current_lr(self):
@@ -760,27 +962,28 @@ class FaceTrainer:
         lr = self.schedule(self.iteration)
         self.trainer.set_learning_rate(lr)
         if cfg.reseed_every_step:
-            mx.random.seed(step_seed(cfg.seed, self.iteration), ctx="all")
+            self._seed_mxnet(step_seed(cfg.seed, self.iteration))
         warm = self._warm_net is not None and self.iteration < cfg.loss_warmup_iters
         step_net = self._warm_net if warm else self._step_net
         objective = self.warmup_objective if warm else self.objective
         n = X.shape[0]
-        if n < len(self.contexts):
+        if n < len(self.ctx):
             raise ValueError(f"a batch of {n} cannot be split over "
-                             f"{len(self.contexts)} contexts")
-        xs = gluon.utils.split_and_load(X, self.contexts, even_split=False)
-        ys = gluon.utils.split_and_load(y, self.contexts, even_split=False)
+                             f"{len(self.ctx)} contexts")
+        xs = gluon.utils.split_and_load(X, self.ctx, even_split=False)
+        ys = gluon.utils.split_and_load(y, self.ctx, even_split=False)
         # the kvstore's first broadcast of the weights comes before the copy
         self._init_kvstore()
         # before the forward pass: BatchNorm writes its running statistics
         # during the step (MXNet's in the backward pass, the native engine's
         # in the forward pass)
         self._snapshot(full=cfg.check_update)
+        # Partial FC samples its classes from the trainer's generator
+        rng = self.rng(1) if objective.partial_fc_head else None
         with autograd.record():
             # the contract's extra inputs (λ, running t / μ, σ) per context
-            outs = [step_net(a, b, *objective.inputs(c, self.iteration))
-                    for a, b, c in zip(xs, ys, self.contexts)]
-            losses, stats = objective.split(outs)
+            losses, stats = objective.forward(step_net, xs, ys, self.ctx,
+                                              self.iteration, rng)
             if cfg.amp is not None:  # the scaling must be recorded too
                 with self._amp.scale_loss(losses, self.trainer) as scaled:
                     autograd.backward(scaled)
@@ -794,7 +997,7 @@ class FaceTrainer:
                     if p.grad_req != "null":
                         for i, arr in enumerate(p.list_data()):
                             self._keep(("p", name, i), arr)
-        c0 = self.contexts[0]
+        c0 = self.ctx[0]
         objective.advance(stats, c0)  # undone below if the step is skipped
         loss_sums = [l.sum().astype("float32").reshape((1,)).as_in_context(c0)
                      for l in losses]
@@ -808,8 +1011,10 @@ class FaceTrainer:
         nl = len(loss_sums)
         if cfg.amp is None and not cfg.clip_global_norm and cfg.check_update:
             # update first, then one transfer: loss, gradient and new weights
+            grad_sq = self._grad_sq()  # (before a Partial FC head's update)
             self.trainer.update(update_n)
-            values = self._fetch(loss_sums + [self._grad_sq(), self._state_sq()])
+            objective.step_head(lr, n)
+            values = self._fetch(loss_sums + [grad_sq, self._state_sq()])
             loss_sum = float(values[:nl].sum())
             why = self._why_bad(loss_sum, values[nl], values[nl + 1])
         else:
@@ -831,6 +1036,7 @@ class FaceTrainer:
                 if cfg.clip_global_norm:
                     self._clip(sq, total)
                 self.trainer.update(update_n)
+                objective.step_head(lr, n)
                 if cfg.check_update:
                     why = self._why_bad(0.0, 0.0, float(self._state_sq().asscalar()))
         if why is not None:
@@ -889,18 +1095,30 @@ class FaceTrainer:
 
     def _grad_sq(self):
         # after allreduce every context holds the sum
-        return self._sum_sq(self._grads(0), self.contexts[0])
+        c0 = self.ctx[0]
+        parts = [self._sum_sq(self._grads(0), c0)]
+        # a Partial FC head: the gradients of its sampled rows, per shard
+        parts += [self._sum_sq([g], c0) for _, g in self._head_grads()]
+        return mx.nd.add_n(*parts) if len(parts) > 1 else parts[0]
+
+    def _head_grads(self):
+        return self.objective.head_grads() if self.objective.partial_fc_head else []
+
+    def _head_arrays(self):
+        return self.objective.head_arrays() if self.objective.partial_fc_head else []
 
     def _state_sq(self):
         """Squared norm of the weights (context 0: every context applies the
         same update) and of the running statistics of every context."""
-        c0 = self.contexts[0]
+        c0 = self.ctx[0]
         parts = []
-        for i in range(len(self.contexts)):
+        for i in range(len(self.ctx)):
             arrays = [p.list_data()[i] for p in self.params.values()
                       if i == 0 or p.grad_req == "null"]
             if arrays:
                 parts.append(self._sum_sq(arrays, c0))
+        parts += [self._sum_sq([a], c0) for label, _, a in self._head_arrays()
+                  if " weight " in label]
         return mx.nd.add_n(*parts) if len(parts) > 1 else parts[0]
 
     def _optimizer_arrays(self, i):
@@ -932,7 +1150,7 @@ class FaceTrainer:
         self._snap_counts = None
         if not full:
             return
-        for i in range(len(self.contexts)):
+        for i in range(len(self.ctx)):
             indices = []
             for idx, arrays in self._optimizer_arrays(i):
                 for j, arr in enumerate(arrays):
@@ -976,12 +1194,14 @@ class FaceTrainer:
     def _nonfinite_tensors(self):
         """Names of the weights, running statistics and optimizer states
         holding a non-finite value (one transfer when all are finite)."""
-        c0 = self.contexts[0]
+        c0 = self.ctx[0]
         parts = [self._state_sq()]
-        for i in range(len(self.contexts)):
+        for i in range(len(self.ctx)):
             arrays = [a for _, arrs in self._optimizer_arrays(i) for a in arrs]
             if arrays:
                 parts.append(self._sum_sq(arrays, c0))
+        head = self._head_arrays()
+        parts += [self._sum_sq([a], c0) for _, _, a in head]
         if math.isfinite(float(mx.nd.add_n(*parts).asscalar()) if len(parts) > 1
                          else float(parts[0].asscalar())):
             return []
@@ -989,11 +1209,13 @@ class FaceTrainer:
         for name, p in self.params.items():
             for i, arr in enumerate(p.list_data()):
                 if not np.isfinite(arr.asnumpy()).all():
-                    bad.append(f"{name} ({self.contexts[i]})")
-        for i in range(len(self.contexts)):
+                    bad.append(f"{name} ({self.ctx[i]})")
+        for i in range(len(self.ctx)):
             for idx, arrays in self._optimizer_arrays(i):
                 if any(not np.isfinite(a.asnumpy()).all() for a in arrays):
-                    bad.append(f"optimizer state {idx} ({self.contexts[i]})")
+                    bad.append(f"optimizer state {idx} ({self.ctx[i]})")
+        bad += [f"{label} ({self.ctx[i]})" for label, i, a in head
+                if not np.isfinite(a.asnumpy()).all()]
         return bad or ["(their sum of squares overflows float32)"]
 
     def _check_labels(self, y):
@@ -1068,8 +1290,8 @@ class FaceTrainer:
             return
         # reseeded so that the deferred initial values depend on the seed
         # only, not on what else used MXNet's generator since __init__
-        mx.random.seed(self.config.seed)
-        x = X[:1].as_in_context(self.contexts[0])
+        self._seed_mxnet(self.config.seed)
+        x = X[:1].as_in_context(self.ctx[0])
         emb = self.net(x)
         self.objective.init_shapes(emb[0] if isinstance(emb, (list, tuple)) else emb)
         self._shapes_known = True
@@ -1085,18 +1307,20 @@ class FaceTrainer:
         norm = math.sqrt(sq) / total
         if norm > max_norm:
             factor = max_norm / norm
-            for i in range(len(self.contexts)):
+            for i in range(len(self.ctx)):
                 for g in self._grads(i):
                     g *= factor
+            for _, g in self._head_grads():
+                g *= factor
 
     # -- checkpoints -------------------------------------------------------------
     def _state(self):
         state = {"iteration": self.iteration, "data": self.data.state_dict(),
-                 "rng": rng_state(), "bad_steps": self.bad_steps,
+                 "rng": {"seed": int(self.config.seed)}, "bad_steps": self.bad_steps,
                  "consecutive_bad": self._consecutive_bad,
                  "best_metric": self.best_metric, "best_iteration": self.best_iteration,
                  "config": self.config.to_dict(), "mxnet": mx.__version__,
-                 "num_contexts": len(self.contexts),
+                 "num_contexts": len(self.ctx),
                  "optimizer_params": self._optimizer_keys(),
                  "objective": self.objective.state_dict()}
         scaler = getattr(self.trainer, "_amp_loss_scaler", None)
@@ -1135,13 +1359,43 @@ class FaceTrainer:
                 f"{' ...' if len(bad) > 8 else ''}; the newest checkpoint is "
                 f"{self.checkpoints.latest() or 'none'}")
         files = {"backbone.params": self.net.save_parameters,
-                 "head.params": self.head.save_parameters,
                  "trainer.states": self.trainer.save_states}
+        if self.head is not None:
+            files["head.params"] = self.head.save_parameters
+        if self.partial_fc is not None:
+            files["partial_fc.params"] = self.objective.save_head
+        if len(self.ctx) > 1 and self._context_stats():
+            files["context_stats.params"] = self._save_context_stats
         path = self.checkpoints.save(self.iteration, files, self._state())
         self.last_checkpoint = path
         self._log({"event": "checkpoint", "iteration": self.iteration,
                    "path": os.path.basename(path)})
         return path
+
+    def _context_stats(self):
+        """``structural name -> Parameter`` of the running statistics
+        (BatchNorm's mean and variance: parameters without a gradient)."""
+        out = {}
+        for prefix, block in (("backbone.", self.net), ("head.", self.head)):
+            if block is not None:
+                for key, p in block._collect_params_with_prefix().items():
+                    if p.grad_req == "null":
+                        out.setdefault(prefix + key, p)
+        return out
+
+    def _save_context_stats(self, path):
+        """Every context's own running statistics: ``save_parameters`` keeps
+        their mean over the contexts, and a run resumed from that mean would
+        not continue the per-context statistics of an uninterrupted one."""
+        mx.nd.save(path, {f"{key}@{i}": arr for key, p in self._context_stats().items()
+                          for i, arr in enumerate(p.list_data())})
+
+    def _load_context_stats(self, path):
+        saved = mx.nd.load(path)
+        for key, p in self._context_stats().items():
+            for i, arr in enumerate(p.list_data()):
+                if f"{key}@{i}" in saved:
+                    arr[:] = saved[f"{key}@{i}"].as_in_context(arr.context)
 
     def _optimizer_keys(self):
         """Structural name (``backbone.<path>``, ``head.<path>``) of each
@@ -1153,6 +1407,8 @@ class FaceTrainer:
         """
         names = {}
         for prefix, block in (("backbone.", self.net), ("head.", self.head)):
+            if block is None:
+                continue
             for key, p in block._collect_params_with_prefix().items():
                 names.setdefault(id(p), prefix + key)
         return [names.get(id(p), p.name) for p in self.trainer._params]
@@ -1201,10 +1457,18 @@ class FaceTrainer:
         ckpt = self.checkpoints.load(path)
         state = ckpt.state
         try:
-            self.net.load_parameters(ckpt.file("backbone.params"), ctx=self.contexts)
-            self.head.load_parameters(ckpt.file("head.params"), ctx=self.contexts)
+            self.net.load_parameters(ckpt.file("backbone.params"), ctx=self.ctx)
+            if self.head is not None:
+                self.head.load_parameters(ckpt.file("head.params"), ctx=self.ctx)
+            if self.objective.partial_fc_head:
+                self.objective.load_head(ckpt.file("partial_fc.params"))
             self.trainer.load_states(ckpt.file("trainer.states"))
             self._reorder_optimizer_states(state.get("optimizer_params"), ckpt.path)
+            # after load_states: its kvstore initialisation copies context 0's
+            # values of every parameter (running statistics too) to the others
+            if "context_stats.params" in ckpt.meta.get("files", {}) and \
+                    int(state.get("num_contexts", 0)) == len(self.ctx):
+                self._load_context_stats(ckpt.file("context_stats.params"))
         except CheckpointError:
             raise
         except Exception as err:  # an MXNet error on a file that passed the checksum
@@ -1217,9 +1481,14 @@ class FaceTrainer:
                 f"{ckpt.path}: holds non-finite values ({', '.join(bad[:4])}"
                 f"{' ...' if len(bad) > 4 else ''}); resume from an older checkpoint "
                 f"(resume=<name>): {older or 'none'}")
+        saved_seed = (state.get("rng") or {}).get("seed")
+        if saved_seed is not None and int(saved_seed) != int(self.config.seed):
+            raise ValueError(f"{ckpt.path}: the run was trained with seed={saved_seed}, "
+                             f"this configuration has seed={self.config.seed}; resume "
+                             f"with seed={saved_seed} to continue the same run")
         self.data.load_state_dict(state["data"])
         self.objective.load_state_dict(state.get("objective"))
-        set_rng_state(state["rng"])
+        # (older checkpoints also stored NumPy's global state: not restored)
         self.iteration = int(state["iteration"])
         self.bad_steps = int(state.get("bad_steps", 0))
         self._consecutive_bad = int(state.get("consecutive_bad", 0))
@@ -1487,7 +1756,7 @@ class FaceTrainer:
         cfg = self.config
         if self.iteration == 0 and first:
             self._log({"event": "start", "iteration": 0, "config": cfg.to_dict(),
-                       "contexts": [str(c) for c in self.contexts],
+                       "contexts": [str(c) for c in self.ctx],
                        "engine": self.engine, "engine_reason": self.engine_reason})
             logger.info("fr_lib: training engine %s%s", self.engine,
                         f" ({self.engine_reason})" if self.engine_reason else "")
@@ -1588,11 +1857,11 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
                                     seed=config.seed, num_parts=num_parts,
                                     part_index=part_index)
                 return RecordBatches(dataset, rand_mirror=config.rand_mirror,
-                                     seed=config.seed, num_workers=config.num_workers,
+                                     seed=config.seed, decode_threads=config.decode_threads,
                                      batch_sampler=sampler)
             return RecordBatches(config.data, batch_size=config.batch_size,
                                  rand_mirror=config.rand_mirror, seed=config.seed,
-                                 num_workers=config.num_workers, num_parts=num_parts,
+                                 decode_threads=config.decode_threads, num_parts=num_parts,
                                  part_index=part_index, check=config.data_check)
     trainer = FaceTrainer(config, data, backbone=backbone, head=head,
                           val_sets=val_sets, callbacks=callbacks)
