@@ -28,16 +28,17 @@ byte of which file is wrong.
 
 The package is split by responsibility (each module's docstring says what it
 holds): :mod:`.format` (chunks, headers, index, property), :mod:`.dataset`
-(``FaceRecordDataset``), :mod:`.batching` (``FaceBatchify``,
-``FaceRecordIter``, ``RecordBatches``) and :mod:`.writer` (``write_face_rec``,
-``write_upright_rec``). Every public name is importable from here.
+(``FaceRecordDataset``), :mod:`.decode` (``FaceBatchify``),
+:mod:`.batching` (``FaceRecordIter``, ``RecordBatches``) and :mod:`.writer`
+(``write_face_rec``, ``write_upright_rec``). Every public name is importable from here.
 """
 # MAGIC and LEGACY_WORK_DIR_AGE are constants kept importable from here.
 from .format import (MAGIC, RecordFormatError, MissingIndexError, BadImageError,
                      read_property, write_property, read_index, rebuild_index,
                      iter_records)
 from .dataset import FaceRecordDataset, RawRecord
-from .batching import FaceBatchify, FaceRecordIter, RecordBatches
+from .decode import FaceBatchify
+from .batching import FaceRecordIter, RecordBatches
 from .writer import (write_face_rec, remove_stale_work_dirs, find_rotated_jpegs,
                      write_upright_rec, LEGACY_WORK_DIR_AGE)
 
