@@ -341,7 +341,7 @@ def test_record_batches_resume_and_train_from_config(tmp_path):
     backbone.add(gluon.nn.Conv2D(4, 5, strides=4), gluon.nn.GlobalAvgPool2D(),
                  gluon.nn.Dense(8))
     result = train({"data": info["out_dir"], "batch_size": 4, "max_iters": 3,
-                    "loss": "cosface", "contexts": ["cpu(0)", "cpu(1)"], "no_wd": True,
+                    "loss": "cosface", "ctx": ["cpu(0)", "cpu(1)"], "no_wd": True,
                     "out_dir": str(tmp_path / "run"), "progress": False,
                     "checkpoint_every": 0, "log_every": 1}, backbone=backbone)
     assert result.iterations == 3 and np.isfinite(result.last_loss)

@@ -209,7 +209,7 @@ class PartialFC:
         self.num_classes = int(num_classes)
         self.in_units = int(in_units)
         self.sample_rate = float(sample_rate)
-        self.contexts = ctx
+        self.ctx = ctx
         self.shard_ranges = _shard_ranges(self.num_classes, len(ctx))
         self.num_sample = [max(1, min(stop - start, int(round(self.sample_rate
                                                                * (stop - start)))))
@@ -269,6 +269,14 @@ class PartialFC:
         if mode == "auto":
             mode = "sharded" if target_only and num_shards > 1 else "joined"
         return mode
+
+    @property
+    def contexts(self):
+        """Deprecated name of ``ctx`` (the contexts of the shards)."""
+        import warnings
+        warnings.warn("PartialFC.contexts is now PartialFC.ctx", DeprecationWarning,
+                      stacklevel=2)
+        return self.ctx
 
     # ------------------------------------------------------------------ sampling
     def _check_label(self, label, batch=None):
@@ -383,7 +391,7 @@ class PartialFC:
         recording = autograd.is_recording()
         xn = _normalize(x, self._eps)
         for s, (start, _) in enumerate(self.shard_ranges):
-            c = self.contexts[s]
+            c = self.ctx[s]
             with autograd.pause():
                 local = mx.nd.array(sample.indices[s] - start, ctx=c, dtype="int64")
                 w_sub = mx.nd.take(self._weights[s], local, axis=0)
@@ -616,5 +624,5 @@ class PartialFC:
 
     def __repr__(self):
         return (f"{self.__class__.__name__}({self.in_units} -> {self.num_classes}, "
-                f"sample_rate={self.sample_rate}, shards={len(self.contexts)}, "
+                f"sample_rate={self.sample_rate}, shards={len(self.ctx)}, "
                 f"loss={self.loss.__class__.__name__})")

@@ -104,7 +104,7 @@ class QuickModel:
 def quick_settings(**overrides):
     """The settings :func:`quick_face_model` uses: quick or full ones, updated.
 
-    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+    Book: introduced in ``chapter_training/partial-fc`` (大分类层与 Partial FC).
 
     Parameters
     ----------
@@ -139,7 +139,7 @@ def _key(d):
 def quick_dataset(settings=None, root=None, workers=2, progress=True):
     """Write (once) the synthetic data set of ``settings``; return its info.
 
-    Book: introduced in ``chapter_training/reliable-training`` (可靠的训练：调度、验证与断点续训).
+    Book: introduced in ``chapter_training/partial-fc`` (大分类层与 Partial FC).
 
     Parameters
     ----------

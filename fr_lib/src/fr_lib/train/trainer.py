@@ -1822,6 +1822,8 @@ class FaceTrainer:
 def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=()):
     """Train from a config (the entry point of recipes and the command line).
 
+    Book: introduced in ``chapter_training/partial-fc`` (大分类层与 Partial FC).
+
     Parameters
     ----------
     config : TrainConfig or dict
