@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from fr_lib.loss import get_loss_list
 from fr_lib.train import ArrayBatches, FaceTrainer, TrainConfig, read_log
 from fr_lib.train.trainer import loss_refusal, partial_fc_refusal
 
@@ -101,12 +102,31 @@ def test_a_bad_step_leaves_the_centres_and_momentum_as_they_were(tmp_path):
     assert t.partial_fc.num_update == 1
 
 
-@pytest.mark.parametrize("loss", ["sphereface", "magface", "circle"])
-def test_losses_with_extra_inputs_train_with_partial_fc(tmp_path, loss):
-    t = _trainer(tmp_path, 2, loss=loss, loss_kwargs={}, ctx=["cpu(0)", "cpu(1)"])
+PFC_LOSSES = [n for n in get_loss_list() if loss_refusal(n, head="partial_fc") is None]
+
+
+def test_which_losses_partial_fc_takes():
+    assert sorted(PFC_LOSSES) == ["amsoftmax", "arcface", "asoftmax", "circle",
+                                  "combined", "cosface", "magface", "normface",
+                                  "sphereface"]
+
+
+@pytest.mark.parametrize("ctx", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
+@pytest.mark.parametrize("hybridize", [True, False])
+@pytest.mark.parametrize("loss", PFC_LOSSES)
+def test_every_loss_it_takes_trains_two_iterations(tmp_path, loss, hybridize, ctx):
+    t = _trainer(tmp_path, 2, loss=loss, loss_kwargs={}, ctx=ctx, hybridize=hybridize)
+    t.fit(1)
+    w = t.partial_fc.weight().asnumpy()
+    before = {k: p.data(t.ctx[0]).asnumpy().copy() for k, p in t.params.items()}
     result = t.fit()
-    assert result.bad_steps == 0 and np.isfinite(result.last_loss)
-    assert t.partial_fc.softmax == "joined"   # they reweight more than the target
+    assert result.bad_steps == 0 and np.isfinite(result.last_loss), loss
+    assert not np.array_equal(t.partial_fc.weight().asnumpy(), w), loss
+    assert any(not np.array_equal(p.data(t.ctx[0]).asnumpy(), before[k])
+               for k, p in t.params.items()), loss
+    # a loss that reweights more than the true-class logit cannot be sharded
+    if loss in ("circle", "magface", "sphereface", "asoftmax"):
+        assert t.partial_fc.softmax == "joined"
 
 
 def test_refusals_name_the_reason(tmp_path):
