@@ -136,8 +136,9 @@ def partial_fc_refusal(config, distributed=False):
                 f"{get('partial_fc_softmax')!r}")
     if str(get("optimizer")).lower() != "sgd":
         return (f"the Partial FC head trains its class centres with its own "
-                f"row-sparse SGD with momentum; optimizer={get('optimizer')!r} would "
-                "train the backbone differently: use optimizer='sgd'")
+                f"row-sparse SGD with momentum, so optimizer={get('optimizer')!r} "
+                "would train the backbone and the centres with different rules: "
+                "use optimizer='sgd'")
     if get("amp") is not None:
         return "amp is not supported with head='partial_fc' (its update is not scaled)"
     if get("loss_warmup_iters"):
