@@ -206,3 +206,13 @@ def test_partial_fc_recipe_trains_and_resumes_through_fr_train(tmp_path, monkeyp
                  "context_stats.params"):
         assert (ckpts / "ckpt-000000004" / name).read_bytes() == \
             (tmp_path / "b" / "checkpoints" / "ckpt-000000004" / name).read_bytes(), name
+
+
+def test_resume_with_another_seed_is_refused(tmp_path):
+    """The seed is the trainer's whole random state: resuming a run under
+    another seed would not continue it."""
+    _trainer(tmp_path, 2, head="auto").fit()
+    other = _trainer(tmp_path, 4, head="auto", seed=4)
+    with pytest.raises(ValueError, match="trained with seed=3, this configuration "
+                                         "has seed=4"):
+        other.fit()
