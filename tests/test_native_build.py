@@ -125,6 +125,7 @@ x86 = pytest.mark.skipif(not _cpu_has("avx2", "fma"),
 SUBSET = [os.path.join(TESTS, "test_fused.py") + "::test_odd_widths_and_strides",
           os.path.join(TESTS, "test_native_train.py") + "::test_pw_conv_matches_numpy",
           os.path.join(TESTS, "test_native_train.py") + "::test_bn_act_forward_and_gradient",
+          os.path.join(TESTS, "test_native_fused.py"),
           os.path.join(TESTS, "test_ops.py") + "::test_prelu_matches_numpy"]
 
 

@@ -8,7 +8,13 @@
 - ``fr_dw_conv``: a depthwise convolution (any kernel; one stride and one
   padding for both axes);
 - ``fr_bn_act``: BatchNorm with the statistics of the batch followed by
-  PReLU (or nothing), in two passes forward and two backward.
+  PReLU (or nothing), in two passes forward and two backward;
+- ``fr_pw_bn_act`` and ``fr_dw_bn_act``: a 1x1 or depthwise convolution and
+  the BatchNorm + PReLU after it in one operator, which the view uses for
+  every such unit: the 1x1 form takes the batch sums from the GEMM's tile,
+  and backward both form the BatchNorm's input gradient a block of rows at
+  a time in the cache, where the convolution's gradients consume it,
+  instead of writing it out and reading it back.
 
 The first convolution (3 input channels) and the embedding layers after the
 global depthwise convolution stay MXNet operators. The view holds no
@@ -200,9 +206,9 @@ class NativeTrainingView(nn.HybridBlock):
     def _unit(self, F, h, unit, ctx):
         kind, conv, _, _, stride, pad, _, _ = unit
         w = _get(F, conv.weight, ctx)
-        if kind == "pw":
-            z = F.fr_pw_conv(h, w)
-        elif kind == "dw2":
+        if kind in ("pw", "dw"):   # convolution, BatchNorm and PReLU in one operator
+            return self._bn_act(F, h, unit, ctx, w)
+        if kind == "dw2":
             # groups of 2 channels: output channel c reads input channels
             # 2(c//2) and 2(c//2)+1, so the convolution is exactly the sum of
             # two depthwise convolutions of the channel-duplicated input
@@ -214,19 +220,24 @@ class NativeTrainingView(nn.HybridBlock):
                 zj = F.fr_dw_conv(hj, F.slice_axis(w, axis=1, begin=j, end=j + 1),
                                   stride=stride, pad=pad)
                 z = zj if z is None else F.elemwise_add(z, zj)
-        else:
-            z = F.fr_dw_conv(h, w, stride=stride, pad=pad)
         return self._bn_act(F, z, unit, ctx)
 
     @staticmethod
-    def _bn_act(F, z, unit, ctx):
-        _, _, bn, act, _, _, eps, momentum = unit
-        args = [z, _get(F, bn.gamma, ctx), _get(F, bn.beta, ctx)]
+    def _bn_act(F, z, unit, ctx, w=None):
+        """fr_bn_act(z, ...), or (given the unit's convolution weight w)
+        fr_pw_bn_act / fr_dw_bn_act(z, w, ...) of the convolution's input z."""
+        kind, _, bn, act, stride, pad, eps, momentum = unit
+        args = [z] + ([] if w is None else [w])
+        args += [_get(F, bn.gamma, ctx), _get(F, bn.beta, ctx)]
         if act is not None:
             args.append(_get(F, act.alpha, ctx))
         args += [_get(F, bn.running_mean, ctx), _get(F, bn.running_var, ctx)]
-        return F.fr_bn_act(*args, eps=eps, momentum=momentum,
-                           act=int(act is not None))[0]
+        kw = dict(eps=eps, momentum=momentum, act=int(act is not None))
+        if w is None:
+            return F.fr_bn_act(*args, **kw)[0]
+        if kind == "pw":
+            return F.fr_pw_bn_act(*args, **kw)[0]
+        return F.fr_dw_bn_act(*args, stride=stride, pad=pad, **kw)[0]
 
     def __repr__(self):
         return f"{type(self).__name__}({self.net.name})"

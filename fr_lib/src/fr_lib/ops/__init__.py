@@ -10,7 +10,9 @@ about 2x faster (``benchmarks/bench_train.py``).
 A third operator, ``fr_fused_net`` (``csrc/fr_fused.cc``), runs a whole
 MobileFaceNet forward pass for inference: see :mod:`fr_lib.model_zoo.fused`.
 ``fr_pw_conv``, ``fr_dw_conv`` and ``fr_bn_act`` (``csrc/fr_train.cc``) are
-channels-last training operators with backward passes, used by
+channels-last training operators with backward passes, and ``fr_pw_bn_act``
+and ``fr_dw_bn_act`` each a convolution with its BatchNorm + PReLU in one
+operator (fewer passes over the activations), used by
 :class:`fr_lib.model_zoo.NativeTrainingView` (the trainer's default engine
 for MobileFaceNet on CPU).
 
