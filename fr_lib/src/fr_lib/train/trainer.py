@@ -604,9 +604,6 @@ class FaceTrainer:
         The backbone.
     head : HybridBlock or None
         None with ``config.head='partial_fc'`` (see ``partial_fc``).
-    partial_fc : PartialFC or None
-        The Partial FC head (built with the first step or when a checkpoint
-        is loaded).
     ctx : list of Context
         The contexts of this worker (``contexts`` is a deprecated alias).
     trainer : gluon.Trainer
