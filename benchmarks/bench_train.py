@@ -52,7 +52,7 @@ def measure(model, batch, num_ctx, steps, engine="auto", gemm_n=2048):
     X = rng.uniform(-1, 1, size=(batch * 2, 3, 112, 112)).astype("float32")
     y = rng.randint(0, classes, size=batch * 2)
     cfg = TrainConfig(backbone=model, num_classes=classes, loss="arcface",
-                      contexts=[f"cpu({i})" for i in range(num_ctx)],
+                      ctx=[f"cpu({i})" for i in range(num_ctx)],
                       kvstore="device" if num_ctx > 1 else None,
                       batch_size=batch, max_iters=10 ** 6, lr=0.01,
                       checkpoint_every=0, verify_every=0, progress=False,

@@ -36,7 +36,7 @@ def main(argv=None):
     X = rng.uniform(-1, 1, (args.batch, 3, 112, 112)).astype("float32")
     y = rng.randint(0, 1000, args.batch)
     cfg = TrainConfig(backbone=args.model, num_classes=1000, loss="arcface",
-                      contexts=["cpu(0)"], kvstore=None, batch_size=args.batch,
+                      ctx=["cpu(0)"], kvstore=None, batch_size=args.batch,
                       max_iters=10 ** 6, checkpoint_every=0, verify_every=0,
                       progress=False, reseed_every_step=False, engine=args.engine,
                       out_dir=tempfile.mkdtemp(prefix="profile-train-"))
