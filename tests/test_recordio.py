@@ -339,7 +339,7 @@ def test_corrupt_image_body(tmp_path):
                        "holds"):
         list(FaceRecordIter(ds, batch_size=5))
     lenient = FaceRecordDataset(d, skip_bad=True)
-    batches = list(FaceRecordIter(lenient, batch_size=5, num_workers=2))
+    batches = list(FaceRecordIter(lenient, batch_size=5, decode_threads=2))
     assert batches[0][0].shape == (4, 3, S, S)
     assert [k for k, _ in lenient.bad_records] == [key]
     np.testing.assert_array_equal(batches[0][1].asnumpy(),
@@ -519,7 +519,7 @@ def test_fast_path_equals_per_sample(tmp_path, workers):
     d = str(tmp_path)
     write_insightface(d, per_class=(4, 3, 5, 2), fmt=".jpg")
     ds = FaceRecordDataset(d)
-    it = FaceRecordIter(ds, batch_size=4, num_workers=workers)
+    it = FaceRecordIter(ds, batch_size=4, decode_threads=workers)
     assert len(it) == 4
     got = list(it)
     data = np.concatenate([x.asnumpy() for x, _ in got])
@@ -541,7 +541,7 @@ def test_fast_path_mirror_shuffle_and_sampler(tmp_path):
     runs = []
     for workers in (0, 2):
         it = FaceRecordIter(ds, batch_size=5, shuffle=True, rand_mirror=True,
-                            num_workers=workers, seed=7, last_batch="discard")
+                            decode_threads=workers, seed=7, last_batch="discard")
         runs.append([(x.asnumpy(), y.asnumpy()) for x, y in it])
         it.close()
     assert len(runs[0]) == 2  # 14 images, batches of 5, last one dropped
@@ -631,3 +631,17 @@ def test_threaded_dataloader_reads_correctly(tmp_path):
     np.testing.assert_array_equal(labels, ds.labels)
     it = FaceRecordIter(d, batch_size=18)  # a path works too
     assert next(iter(it))[0].shape == (18, 3, S, S)
+
+
+def test_face_record_iter_num_workers_is_the_old_name_of_decode_threads(tmp_path):
+    d = str(tmp_path)
+    write_insightface(d, per_class=(3, 2), fmt=".jpg")
+    ds = FaceRecordDataset(d)
+    with pytest.warns(DeprecationWarning, match="decode_threads"):
+        old = FaceRecordIter(ds, batch_size=5, num_workers=2)
+    new = FaceRecordIter(ds, batch_size=5, decode_threads=2)
+    for (xa, ya), (xb, yb) in zip(old, new):
+        np.testing.assert_array_equal(xa.asnumpy(), xb.asnumpy())
+        np.testing.assert_array_equal(ya.asnumpy(), yb.asnumpy())
+    old.close()
+    new.close()

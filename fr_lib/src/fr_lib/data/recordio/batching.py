@@ -20,8 +20,8 @@ class FaceRecordIter(BatchSource):
 
     The file is read in the calling thread (a handful of ``pread`` calls per
     batch); decoding, mirroring and normalisation of the whole batch happen in
-    :class:`FaceBatchify`, in ``num_workers`` helper threads while the caller
-    works on the previous batch (with ``num_workers=0``, in the calling
+    :class:`FaceBatchify`, in ``decode_threads`` helper threads while the caller
+    works on the previous batch (with ``decode_threads=0``, in the calling
     thread). Labels and pixels are exactly those of the dataset's
     ``__getitem__`` followed by :func:`~fr_lib.data.transforms.normalize_batch`.
 
@@ -46,8 +46,9 @@ class FaceRecordIter(BatchSource):
         Mirror each image with probability 1/2.
     normalize : bool
         float32 NCHW in the pixel convention (default) or uint8 NHWC RGB.
-    num_workers : int
-        Decoding threads (0: decode in the calling thread).
+    decode_threads : int
+        Decoding threads (0: decode in the calling thread). ``num_workers``
+        is its deprecated name (the word means processes elsewhere in fr_lib).
     batch_sampler : iterable of lists of int or None
         Gives the dataset positions of each batch (e.g. a P×K sampler); it is
         iterated once per epoch (after ``set_epoch(epoch)`` when it has that
@@ -71,8 +72,13 @@ class FaceRecordIter(BatchSource):
     _STATE_KEYS = ("seed", "num_samples", "batch_size", "num_parts", "part_index")
 
     def __init__(self, dataset, batch_size=128, shuffle=False, last_batch="keep",
-                 rand_mirror=False, normalize=True, num_workers=0,
-                 batch_sampler=None, seed=None, num_parts=1, part_index=0):
+                 rand_mirror=False, normalize=True, decode_threads=0,
+                 batch_sampler=None, seed=None, num_parts=1, part_index=0,
+                 num_workers=None):
+        if num_workers is not None:
+            warnings.warn("FaceRecordIter(num_workers=...) is now decode_threads=...",
+                          DeprecationWarning, stacklevel=2)
+            decode_threads = num_workers
         if isinstance(dataset, str):
             dataset = FaceRecordDataset(dataset)
         if last_batch not in ("keep", "discard"):
@@ -95,7 +101,7 @@ class FaceRecordIter(BatchSource):
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None \
             else _check_int("seed", seed, 0)
         self.batchify = FaceBatchify(dataset.image_size, False, normalize,
-                                     num_workers, dataset.skip_bad)
+                                     decode_threads, dataset.skip_bad)
         self._epoch, self._start = 0, 0  # where the next iter() starts
         self._pos = None                 # (epoch, batch) of the epoch in progress
         self._stream = None              # the epoch next_batch() draws from
