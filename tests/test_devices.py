@@ -61,26 +61,31 @@ def test_train_features_splits_over_the_default_devices(
     for block in two.objective.blocks:
         assert {tuple(p.list_ctx()) for p in
                 block.collect_params().values()} <= {tuple(TWO)}
+    if objective == "triplet":
+        # each context mines the triplets of its own slice (the trainer's
+        # rule for metric losses, fr_lib.train.objective), so two contexts
+        # train another network than one
+        assert np.isfinite(two.history["loss"]).all()
+        return
     # without batch norm the split batch trains the same network
     one = _feat(objective, digits, [mx.cpu(0)])
     np.testing.assert_allclose(two.history["loss"], one.history["loss"],
                                rtol=1e-4)
-    if objective != "triplet":
-        # (the triplet loss leaves some gradients at ~1e-9, float noise that
-        # Adam turns into steps of up to lr: its gradients are compared in
-        # the next test instead)
-        for a, b in zip(_params(two.net), _params(one.net)):
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    for a, b in zip(_params(two.net), _params(one.net)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(two.embeddings("test"), one.embeddings("test"),
                                rtol=1e-3, atol=1e-3)
     assert two.test_accuracy == one.test_accuracy
 
 
-@pytest.mark.parametrize("objective", ["softmax", "center", "triplet"])
+@pytest.mark.parametrize("objective", ["softmax", "center", "ring"])
 def test_split_batch_gives_the_whole_batch_gradient(digits, objective):
-    X = mx.nd.array(digits.X_train[::5][:16])
-    y = mx.nd.array(np.repeat(np.arange(4), 4))
-    grads, losses = [], []
+    # one step of the training loop (FaceTrainer, SGD) with the batch on one
+    # context and split over two: the same loss and the same update
+    from fr_lib.train.trainer import ArrayBatches, FaceTrainer, TrainConfig
+    X = digits.X_train[::5][:16]
+    y = np.repeat(np.arange(4), 4)
+    losses, params = [], []
     for devices in ([mx.cpu(0)], TWO):
         mx.random.seed(0)
         obj = features.build_objective(objective, num_classes=4)
@@ -88,20 +93,21 @@ def test_split_batch_gives_the_whole_batch_gradient(digits, objective):
                                  channels=(4, 8, 8), batch_norm=False)
         for block in [net] + obj.blocks:
             block.initialize(mx.init.Xavier(), ctx=devices)
-        if len(devices) == 1:
-            with mx.autograd.record():
-                loss = obj.loss_fn(net(X), y)
-            loss.backward()
-        else:
-            loss = features._parallel_step(net, obj, X, y, devices)
-        losses.append(loss.asscalar())
-        params = list(net.collect_params().values())
-        for block in obj.blocks:
-            params += list(block.collect_params().values())
-        # the trainer sums the contexts' gradients
-        grads.append([sum(g.asnumpy() for g in p.list_grad()) for p in params])
+        cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, wd=0.0,
+                          lr_mode="constant", max_iters=1, batch_size=16,
+                          ctx=devices, out_dir=None, progress=False)
+        trainer = FaceTrainer(cfg, ArrayBatches(X, y, 16), backbone=net,
+                              objective=obj.training)
+        trainer.prepare(mx.nd.array(X))
+        before = [p.data(devices[0]).asnumpy() for p in trainer.params.values()]
+        losses.append(trainer.train_step(mx.nd.array(X), mx.nd.array(y)))
+        # the update is -lr * (the gradient of the batch-mean loss)
+        params.append([p.data(devices[0]).asnumpy() - b for p, b in
+                       zip(trainer.params.values(), before)])
+    assert np.isfinite(losses[0])
+    assert sum(np.abs(d).sum() for d in params[0]) > 0
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
-    for a, b in zip(*grads):
+    for a, b in zip(*params):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
 
 

@@ -72,16 +72,21 @@ def test_trunk_refuses_other_data(trunk):
 
 
 def test_cosine_schedule_warms_up_then_decays():
-    net = mx.gluon.nn.Dense(2, in_units=3)
-    net.initialize()
-    params = net.collect_params()
-    sched = features._trainer(params, 0.01, "cosine", 100)._optimizer.lr_scheduler
+    # train_features hands these options to the trainer's TrainConfig
+    from fr_lib.train.schedule import make_schedule
+    opts = features._schedule(0.01, "cosine", 100)
+    sched = make_schedule(opts["lr_mode"], opts["lr"], max_update=100,
+                          warmup_steps=opts["warmup_iters"],
+                          warmup_begin_lr=opts["warmup_begin_lr"],
+                          final_lr=opts["final_lr"])
     lrs = [sched(t) for t in (0, 5, 10, 50, 100)]
     assert lrs[0] == pytest.approx(0.001) and lrs[0] < lrs[1] < lrs[2]
     assert lrs[2] == pytest.approx(0.01) and lrs[2] > lrs[3] > lrs[4]
     assert lrs[4] == pytest.approx(1e-4)
+    assert features._schedule(0.01, "constant", 100) == dict(lr=0.01,
+                                                             lr_mode="constant")
     with pytest.raises(ValueError, match="schedule must be"):
-        features._trainer(params, 0.01, "linear", 100)
+        features._schedule(0.01, "linear", 100)
 
 
 def test_inter_nearest_by_hand():

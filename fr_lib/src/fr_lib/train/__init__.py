@@ -15,10 +15,11 @@ from . import features
 from .features import *  # noqa: F401,F403
 # launch is imported on use (``from fr_lib.train import launch``): importing it
 # here made ``python -m fr_lib.train.launch`` warn and run a second copy
-from . import schedule, checkpoint, trainer, partial_fc
+from . import schedule, checkpoint, trainer, partial_fc, callbacks
 from .schedule import *  # noqa: F401,F403
 from .checkpoint import *  # noqa: F401,F403
 from .trainer import *  # noqa: F401,F403
+from .callbacks import *  # noqa: F401,F403
 from .partial_fc import PartialFC, PartialFCSample  # noqa: F401
 
 __getattr__ = lazy_exports(__name__, {
@@ -28,4 +29,5 @@ __getattr__ = lazy_exports(__name__, {
 
 __all__ = ["split_and_load", "LRScheduler", "LRSequential"] + features.__all__
 __all__ += schedule.__all__ + checkpoint.__all__ + trainer.__all__ + partial_fc.__all__
+__all__ += callbacks.__all__
 from .quick import QuickModel, quick_face_model  # noqa: F401,E402

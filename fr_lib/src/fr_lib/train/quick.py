@@ -21,23 +21,24 @@ its numbers are neither chance nor 100 %.
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import mxnet as mx
-from mxnet import autograd, gluon
 
 from ..data.root import get_data_root
 from ..utils.fileio import atomic_write_bytes, atomic_write_text
 from ..utils.device import as_devices
 from ..utils.quick import quick_mode
+from ..model_zoo import NormDense
 from ..model_zoo.quicknet import QuickFaceNet
+from ..data.source import ArrayBatches, ResumableBatches
+from ..data.transforms import normalize_batch
 
-__all__ = ["QuickModel", "quick_settings", "quick_dataset",
+__all__ = ["QuickModel", "quick_settings", "quick_dataset", "quick_config",
            "quick_face_model", "QUICK_SETTINGS", "FULL_SETTINGS"]
 
-CACHE_VERSION = 1  # bump when training changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when training changes, so old caches are not reused
 
 # Chosen by measurement (see the report in the evaluation chapter): on 2 CPU
 # cores the quick setting trains in about a minute and verifies the held-out
@@ -75,9 +76,12 @@ class QuickModel:
     trained : bool
         True when this call trained the network, False when it loaded it.
     seconds : float
-        Training time (of the call that trained it, also when loaded).
+        Training time with the final verification (of the call that
+        trained it, also when loaded).
     history : dict
-        ``epoch``, ``loss`` and ``train_acc`` per epoch.
+        ``epoch``, ``loss`` (mean over the epoch's steps) and ``train_acc``
+        (accuracy of the head on a fixed sample of 128 training images,
+        measured after the epoch) per epoch.
     val_accuracy : float
         10-fold verification accuracy on ``bin_path`` after training.
     devices : list of mxnet.Context
@@ -188,93 +192,105 @@ def _load_images(rec_dir):
     return images, ds.labels.astype(np.float32)
 
 
-def _train(settings, images, labels, bin_path, ctx, progress):
-    from tqdm.auto import tqdm
-    from ..data.transforms import normalize_batch
-    from ..loss import get_loss
-    from ..native.backend import to_native
-    from ..metrics import VerificationEvaluator
-    from ..data.binfile import read_bin
-    from ..model_zoo import NormDense
+class _FaceImageBatches(ArrayBatches):
+    """:class:`~fr_lib.data.source.ArrayBatches` over uint8 ``(N, 112, 112, 3)``
+    images, normalised per batch (a float32 NCHW copy of the whole set
+    would take 4x the memory) and mirrored along the width axis."""
 
-    seed = settings["seed"]
-    mx.random.seed(seed)
-    np.random.seed(seed)
-    rng = np.random.RandomState(seed)
-    net = QuickFaceNet(settings["width"], settings["embedding_size"])
-    net.initialize(mx.init.Xavier(), ctx=ctx)
-    to_native(net, "auto", ctx)  # native PReLUs on CPU (fr_lib.native)
-    net.hybridize(static_alloc=True, static_shape=True)
-    head = NormDense(int(labels.max()) + 1, in_units=settings["embedding_size"])
-    head.initialize(mx.init.Xavier(), ctx=ctx)
-    kwargs = {"s": settings["s"]}
+    def __init__(self, images, labels, batch_size, seed, rand_mirror=True):
+        self.X = images
+        self.y = np.asarray(labels, dtype=np.float32).reshape(-1)
+        self.num_classes = int(self.y.max()) + 1
+        # ArrayBatches.__init__ would convert the images to float32
+        ResumableBatches.__init__(self, len(images), batch_size, True, seed,
+                                  rand_mirror, None, 1, 0)
+
+    def _make(self, positions, flips):
+        batch = self.X[positions]
+        if flips.any():
+            batch[flips] = batch[flips, :, ::-1]  # a copy: fancy indexing
+        # normalised in NumPy: MXNet's uint8 transpose took 10x as long
+        return mx.nd.array(normalize_batch(batch)), mx.nd.array(self.y[positions])
+
+
+def quick_config(settings, steps, ctx, progress=True):
+    """The :class:`~fr_lib.train.trainer.TrainConfig` of the quick model.
+
+    The ``quick-synthetic`` recipe (``fr-train quick-synthetic``) with the
+    network, loss, batch, learning rate, seed and length of ``settings``, the
+    quick model's own schedule (no warm-up, a cosine decay to ``lr / 100``),
+    no files written (``out_dir=None``) and verification only at the end.
+
+    Parameters
+    ----------
+    settings : dict
+        From :func:`quick_settings`.
+    steps : int
+        Iterations to train (``max_iters``).
+    ctx : list of mxnet.Context
+    progress : bool, default True
+
+    Returns
+    -------
+    TrainConfig
+    """
+    from ..recipes import load_recipe
+    from .trainer import TrainConfig
+    train = dict(load_recipe("quick-synthetic", quick=False)["train"])
+    loss_kwargs = {"s": settings["s"]}
     if settings["loss"] not in ("normface",):
-        kwargs["m"] = settings["m"]
-    loss = to_native(get_loss(settings["loss"], **kwargs), "auto", ctx)
-    # Every block after a static_alloc graph is hybridized too: one
-    # imperative block behind it made a training step 50x slower.
-    head.hybridize(static_alloc=True, static_shape=True)
-    loss.hybridize(static_alloc=True, static_shape=True)
-    params = net.collect_params()
-    params.update(head.collect_params())
-    batch_size, num_epochs = settings["batch_size"], settings["num_epochs"]
-    steps = num_epochs * (len(images) // batch_size)
-    schedule = mx.lr_scheduler.CosineScheduler(max(steps, 1), settings["lr"],
-                                               final_lr=settings["lr"] * 0.01)
-    trainer = gluon.Trainer(params, "sgd", {"learning_rate": settings["lr"],
-                                            "momentum": 0.9, "wd": 5e-4,
-                                            "lr_scheduler": schedule})
-    history = {"epoch": [], "loss": [], "train_acc": []}
-    bar = tqdm(total=steps, desc="training the quick face model",
-               disable=not progress, unit="batch")
-    start = time.perf_counter()
-    for epoch in range(1, num_epochs + 1):
-        order = rng.permutation(len(images))
-        flips = rng.rand(len(images)) < 0.5
-        total, correct, count = 0.0, 0, 0
-        for lo in range(0, len(images) - batch_size + 1, batch_size):
-            idx = np.sort(order[lo:lo + batch_size])
-            batch = images[idx]
-            batch[flips[idx]] = batch[flips[idx], :, ::-1]  # random mirror
-            # normalised in NumPy: MXNet's uint8 transpose took 10x as long
-            X = normalize_batch(batch)
-            if len(ctx) == 1:
-                X = mx.nd.array(X, ctx=ctx[0])
-                y = mx.nd.array(labels[idx], ctx=ctx[0])
-                with autograd.record():
-                    cos = head(net(X))
-                    l = loss(cos, y).mean()
-                l.backward()
-                hits = (cos.argmax(axis=1) == y).sum()
-            else:  # data parallel: each device a slice, weighted by its share
-                xs = gluon.utils.split_and_load(X, ctx, even_split=False)
-                ys = gluon.utils.split_and_load(labels[idx], ctx,
-                                                even_split=False)
-                with autograd.record():
-                    coss = [head(net(x)) for x in xs]
-                    parts = [loss(c, t).mean() * (len(t) / batch_size)
-                             for c, t in zip(coss, ys)]
-                autograd.backward(parts)
-                l = mx.nd.add_n(*[p.as_in_context(ctx[0]) for p in parts])
-                hits = mx.nd.add_n(*[(c.argmax(axis=1) == t).sum()
-                                     .as_in_context(ctx[0])
-                                     for c, t in zip(coss, ys)])
-            trainer.step(1)  # the loss is already a batch mean
-            total += float(l.asscalar())
-            correct += int(hits.asscalar())
-            count += 1
-            bar.update(1)
-        history["epoch"].append(epoch)
-        history["loss"].append(total / max(count, 1))
-        history["train_acc"].append(correct / max(count * batch_size, 1))
-        bar.set_postfix(loss=f"{history['loss'][-1]:.2f}",
-                        acc=f"{history['train_acc'][-1]:.2f}")
-    bar.close()
-    seconds = time.perf_counter() - start
+        loss_kwargs["m"] = settings["m"]
+    train.update(
+        backbone="quickfacenet",
+        backbone_kwargs={"width": list(settings["width"]),
+                         "embedding_size": settings["embedding_size"]},
+        loss=settings["loss"], loss_kwargs=loss_kwargs,
+        batch_size=settings["batch_size"], lr=settings["lr"],
+        seed=settings["seed"], max_iters=max(int(steps), 1),
+        # the quick model's schedule since its first version (the chapters'
+        # numbers were measured with it): no warm-up, a cosine to lr / 100
+        warmup_iters=0, final_lr=settings["lr"] * 0.01,
+        ctx=list(ctx), data=None, val_sets=[], verify_every=0,
+        checkpoint_every=0, out_dir=None, progress=progress,
+        # the loss and the gradient are still checked every step
+        check_update=False, reseed_every_step=False)
+    return TrainConfig.from_dict(train)
+
+
+def _train(settings, images, labels, bin_path, ctx, progress):
+    """Train the quick model with :class:`~fr_lib.train.trainer.FaceTrainer` (the
+    loop of ``fr-train``); returns ``(net, history, seconds, val_accuracy)``."""
+    from ..data.binfile import read_bin
+    from .callbacks import EpochHistory
+    from .trainer import FaceTrainer
+
+    data = _FaceImageBatches(images, labels, settings["batch_size"],
+                             settings["seed"])
+    config = quick_config(settings, settings["num_epochs"] * len(data), ctx,
+                          progress)
+    # training accuracy after each epoch, on a fixed sample of the images
+    pick = np.random.RandomState(settings["seed"]).permutation(len(images))[:128]
+    sample = mx.nd.array(normalize_batch(images[np.sort(pick)]), ctx=ctx[0])
+    sample_y = labels[np.sort(pick)]
+
+    def train_acc(trainer):
+        cos = trainer.head(trainer.net(sample))
+        return float((cos.argmax(axis=1).asnumpy() == sample_y).mean())
+
+    history = EpochHistory({"train_acc": train_acc})
     val = read_bin(bin_path)
-    report = VerificationEvaluator({val.name: val}, progress=False,
-                                   ctx=ctx).evaluate(net)[val.name]
-    return net, history, seconds, report.accuracy
+    # initialised here as the quick model always was (Xavier, uniform); the
+    # trainer keeps initialised parameters
+    mx.random.seed(settings["seed"])
+    net = QuickFaceNet(settings["width"], settings["embedding_size"])
+    head = NormDense(data.num_classes, in_units=settings["embedding_size"])
+    for block in (net, head):
+        block.initialize(mx.init.Xavier(), ctx=ctx)
+    trainer = FaceTrainer(config, data, backbone=net, head=head,
+                          val_sets={val.name: val}, callbacks=[history])
+    result = trainer.fit()
+    return trainer.net, history.history, result.seconds, \
+        float(result.results[val.name].accuracy)
 
 
 def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
@@ -285,10 +301,13 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
 
     The first call writes the data set (:func:`quick_dataset`), trains a
     :class:`~fr_lib.model_zoo.quicknet.QuickFaceNet` with a :class:`~fr_lib.model_zoo.NormDense` head and
-    the margin loss of the settings (ArcFace, s=32, m=0.3 by default) by SGD
-    with a cosine schedule and random mirroring, measures the 10-fold
-    verification accuracy on the held-out ``.bin`` and saves everything under
-    a key made of the settings. Later calls with the same settings load it.
+    the margin loss of the settings (ArcFace, s=32, m=0.3 by default) with
+    random mirroring in the package's one training loop,
+    :class:`~fr_lib.train.trainer.FaceTrainer`, configured by the ``quick-synthetic``
+    recipe of ``fr-train`` (SGD, a cosine schedule with warm-up;
+    :func:`quick_config`), measures the 10-fold verification accuracy on the
+    held-out ``.bin`` and saves everything under a key made of the settings.
+    Later calls with the same settings load it.
 
     Parameters
     ----------
@@ -323,9 +342,8 @@ def quick_face_model(retrain=False, root=None, ctx=None, progress=True,
     with the training chapter's trainer and evaluates on lfw, cfp_fp and
     agedb_30. Training is seeded: the same settings give the same network up
     to floating-point rounding (MKL-DNN's summation order may differ between
-    processes and thread counts; two fresh processes with the quick settings
-    agreed on the loss to about 3 digits and gave verification accuracies of
-    0.915 and 0.916). Files are written atomically, so an interrupted run
+    processes and thread counts). Files are written atomically, so an
+    interrupted run
     never leaves a cache that later calls would trust.
     """
     settings = quick_settings(**overrides)

@@ -312,9 +312,11 @@ class TrainConfig:
         of 460 ms or more at batch 16); False checks only the loss and the
         gradient before the update (BatchNorm statistics are still restored
         after a bad step).
-    out_dir : str
+    out_dir : str or None
         Checkpoints go to ``out_dir/checkpoints``, the log to
-        ``out_dir/log.jsonl``.
+        ``out_dir/log.jsonl``. None writes nothing (no log, no checkpoint,
+        no best model; ``resume`` is then refused): the short in-memory runs
+        of the book's MNIST pictures (:func:`fr_lib.train.features.train_features`).
     checkpoint_every : int
         0: only at the end.
     keep_last : int
@@ -594,9 +596,16 @@ class FaceTrainer:
     val_sets : dict, optional
         ``name -> (images, issame)`` or :class:`~fr_lib.data.VerificationSet`;
         default: the ``.bin`` files of ``config.val_sets``.
-    callbacks : list of callable
+    callbacks : list of callable or Callback
         Called as ``callback(trainer, record)`` after every iteration with
-        the record ``{'iteration', 'loss', 'lr', 'skipped'}``.
+        the record ``{'iteration', 'loss', 'lr', 'skipped'}``; a
+        :class:`~fr_lib.train.callbacks.Callback` also gets ``on_begin(trainer)``
+        and ``on_end(trainer, result)`` around each :meth:`fit`.
+    objective : Objective, optional
+        A prebuilt objective (head, loss, extra inputs; the interface of
+        :class:`fr_lib.train.objective.Objective`) instead of the one of
+        ``config.loss``, e.g. a loss plus a regulariser
+        (:func:`fr_lib.train.features.build_objective`).
 
     Attributes
     ----------
@@ -630,7 +639,7 @@ class FaceTrainer:
     """
 
     def __init__(self, config, data, backbone=None, head=None, val_sets=None,
-                 callbacks=()):
+                 callbacks=(), objective=None):
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)
         self.config = cfg = config
@@ -644,7 +653,7 @@ class FaceTrainer:
             raise ValueError(f"fresh=True (start a new run, moving the old one aside) "
                              f"and resume={cfg.resume!r} (continue it) contradict each "
                              "other: set one of them")
-        if str(cfg.head).lower() == "partial_fc":
+        if str(cfg.head).lower() == "partial_fc" and objective is None:
             # refused before anything process-wide (AMP) is set up
             why = partial_fc_refusal(cfg)
             if why is not None:
@@ -673,20 +682,22 @@ class FaceTrainer:
         from ..data.sampler import PKSampler
         pk = isinstance(getattr(self.data, "batch_sampler", None), PKSampler)
         head_kind = str(cfg.head).lower()
-        for name in (cfg.loss, cfg.warmup_loss) if cfg.loss_warmup_iters else (cfg.loss,):
+        for name in () if objective is not None else \
+                (cfg.loss, cfg.warmup_loss) if cfg.loss_warmup_iters else (cfg.loss,):
             why = loss_refusal(str(name).lower(), pk, head_kind)
             if why is not None:
                 raise ValueError(why)
         pfc_args = None
-        if head_kind == "partial_fc":
+        if head_kind == "partial_fc" and objective is None:
             if self.num_workers > 1:  # (a launcher's DMLC_* environment)
                 raise ValueError(f"head='partial_fc': {partial_fc_refusal(cfg, True)}")
             pfc_args = dict(sample_rate=float(cfg.sample_rate), ctx=self.ctx,
                             softmax=str(cfg.partial_fc_softmax).lower(),
                             momentum=cfg.momentum, wd=cfg.wd,
                             clip_gradient=cfg.clip_gradient, rng=self.rng)
-        self.objective = Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head, pk,
-                                   head_kind, pfc_args)
+        self.objective = objective if objective is not None else \
+            Objective(cfg.loss, cfg.loss_kwargs, self.num_classes, head, pk,
+                      head_kind, pfc_args)
         self.head, self.loss = self.objective.head, self.objective.loss
         self.warmup_objective = None
         if cfg.loss_warmup_iters:
@@ -748,13 +759,21 @@ class FaceTrainer:
         self._verified_at = None
         self.best_metric, self.best_iteration = None, None
         self.results = {}
-        self.out_dir = os.path.abspath(os.path.expanduser(cfg.out_dir))
-        self.is_writer = self.rank == 0
-        ckpt_dir = os.path.join(self.out_dir, "checkpoints")
-        # their stale temporaries are removed once the run holds the lock
-        self.checkpoints = CheckpointManager(ckpt_dir, "ckpt", cfg.keep_last, clean=False)
-        self.best_checkpoints = CheckpointManager(ckpt_dir, "best", 1, clean=False)
-        self.log_path = os.path.join(self.out_dir, "log.jsonl")
+        if cfg.out_dir is None:  # nothing on disk: no log, no checkpoints
+            if cfg.resume:
+                raise ValueError(f"resume={cfg.resume!r} needs an out_dir (out_dir=None "
+                                 "keeps no checkpoints)")
+            self.out_dir = self.checkpoints = self.best_checkpoints = None
+            self.log_path, self.is_writer = None, False
+        else:
+            self.out_dir = os.path.abspath(os.path.expanduser(cfg.out_dir))
+            self.is_writer = self.rank == 0
+            ckpt_dir = os.path.join(self.out_dir, "checkpoints")
+            # their stale temporaries are removed once the run holds the lock
+            self.checkpoints = CheckpointManager(ckpt_dir, "ckpt", cfg.keep_last,
+                                                 clean=False)
+            self.best_checkpoints = CheckpointManager(ckpt_dir, "best", 1, clean=False)
+            self.log_path = os.path.join(self.out_dir, "log.jsonl")
         self.evaluator = self._make_evaluator(val_sets)
         self.last_checkpoint = None
         self._lock = None
@@ -1540,7 +1559,7 @@ class FaceTrainer:
     @property
     def best_path(self):
         """Parameters file of the best backbone so far, or None."""
-        latest = self.best_checkpoints.latest()
+        latest = self.best_checkpoints.latest() if self.best_checkpoints else None
         return os.path.join(latest, "backbone.params") if latest else None
 
     # -- log ---------------------------------------------------------------------
@@ -1749,7 +1768,7 @@ class FaceTrainer:
             self._end()
 
     def _fit(self, max_iters, first):
-        from tqdm.auto import tqdm
+        from .callbacks import ProgressBar
 
         cfg = self.config
         if self.iteration == 0 and first:
@@ -1762,8 +1781,13 @@ class FaceTrainer:
         step_time, step_images = 0.0, 0
         window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
         last_loss = None
-        bar = tqdm(total=max_iters, initial=self.iteration, disable=not cfg.progress,
-                   unit="it", dynamic_ncols=True, desc="train")
+        # the bar is a callback too (fr_lib.train.callbacks), first in line
+        hooks = [ProgressBar(every=cfg.log_every, total=max_iters)] \
+            if cfg.progress else []
+        hooks += self.callbacks
+        for callback in hooks:  # fr_lib.train.callbacks.Callback hooks
+            if hasattr(callback, "on_begin"):
+                callback.on_begin(self)
         try:
             while self.iteration < max_iters:
                 t0 = time.perf_counter()
@@ -1778,7 +1802,6 @@ class FaceTrainer:
                 if loss is not None:
                     window_loss += loss
                     window_n += 1
-                bar.update(1)
                 it = self.iteration
                 if it % cfg.log_every == 0 or it == max_iters:
                     speed = window_images * self.num_workers / max(window_time, 1e-9)
@@ -1788,19 +1811,19 @@ class FaceTrainer:
                     self._log({"event": "train", "iteration": it,
                                "epoch": state.get("epoch"), "loss": mean, "lr": lr,
                                "img_per_s": speed, "bad_steps": self.bad_steps})
-                    bar.set_postfix(loss=f"{mean:.4f}" if mean is not None else "nan",
-                                    lr=f"{lr:.3g}", img_s=f"{speed:.0f}", refresh=False)
                     window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
-                for callback in self.callbacks:
+                for callback in hooks:
                     callback(self, {"iteration": it, "loss": loss, "lr": lr,
-                                    "skipped": loss is None})
+                                    "skipped": loss is None, "images": X.shape[0],
+                                    "seconds": dt})
                 if cfg.verify_every and it % cfg.verify_every == 0 and it < max_iters:
                     self.verify()
                 if cfg.checkpoint_every and it % cfg.checkpoint_every == 0 \
                         and it < max_iters:
                     self.save_checkpoint()
         finally:
-            bar.close()
+            if hooks and isinstance(hooks[0], ProgressBar):
+                hooks[0].close()
         if self.evaluator is not None and self._verified_at != self.iteration:
             self.verify()
         if self.last_checkpoint is None or \
@@ -1809,12 +1832,16 @@ class FaceTrainer:
         seconds = time.perf_counter() - start_time
         self._log({"event": "end", "iteration": self.iteration,
                    "bad_steps": self.bad_steps, "seconds": seconds})
-        return TrainResult(
+        result = TrainResult(
             iterations=self.iteration, bad_steps=self.bad_steps, last_loss=last_loss,
             best_metric=self.best_metric, best_iteration=self.best_iteration,
             results=self.results, checkpoint=self.last_checkpoint,
             log_path=self.log_path, seconds=seconds,
             images_per_second=step_images * self.num_workers / max(step_time, 1e-9))
+        for callback in hooks:
+            if hasattr(callback, "on_end"):
+                callback.on_end(self, result)
+        return result
 
 
 def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=()):
