@@ -142,3 +142,19 @@ def test_callbacks_see_begin_every_step_and_end(tmp_path, monkeypatch):
         FaceTrainer(TrainConfig(loss="softmax", max_iters=1, batch_size=3,
                                 ctx=[mx.cpu(0)], out_dir=None, resume=True),
                     ArrayBatches(X, y, 3), backbone=mx.gluon.nn.Dense(4))
+
+
+def test_progress_bar_shows_the_window_mean(capsys):
+    # the trainer's bar is callbacks.ProgressBar: at iteration 7 of 7 it shows
+    # the mean loss of iterations 6-7 (refreshed every log_every=5)
+    rng = np.random.RandomState(1)
+    X = rng.randn(10, 3).astype(np.float32)
+    rec = _Recorder()
+    cfg = TrainConfig(loss="softmax", optimizer="sgd", lr=0.05, max_iters=7,
+                      batch_size=3, ctx=[mx.cpu(0)], out_dir=None, progress=True,
+                      log_every=5)
+    FaceTrainer(cfg, ArrayBatches(X, np.arange(10) % 2, 3),
+                backbone=mx.gluon.nn.Dense(4), callbacks=[rec]).fit()
+    losses = [e[2] for e in rec.events if e[0] == "it"]
+    err = capsys.readouterr().err
+    assert "7/7" in err and f"loss={np.mean(losses[5:7]):.4f}" in err, err[-300:]

@@ -39,10 +39,12 @@ class Callback:
         """Before the first step of :meth:`~fr_lib.train.trainer.FaceTrainer.fit`."""
 
     def on_iteration(self, trainer, record):
-        """After every step (``record``: iteration, loss, lr, skipped)."""
+        """After every step (``record``: iteration, loss, lr, skipped,
+        images, seconds)."""
 
     def on_end(self, trainer, result):
-        """After :meth:`~fr_lib.train.trainer.FaceTrainer.fit` (``result``: its result)."""
+        """After :meth:`~fr_lib.train.trainer.FaceTrainer.fit` (``result``:
+        its :class:`~fr_lib.train.trainer.TrainResult`)."""
 
     def __call__(self, trainer, record):
         return self.on_iteration(trainer, record)
