@@ -601,7 +601,7 @@ class FaceTrainer:
         the record ``{'iteration', 'loss', 'lr', 'skipped'}``; a
         :class:`~fr_lib.train.callbacks.Callback` also gets ``on_begin(trainer)``
         and ``on_end(trainer, result)`` around each :meth:`fit`.
-    objective : Objective, optional
+    objective : fr_lib.train.objective.Objective, optional
         A prebuilt objective (head, loss, extra inputs; the interface of
         :class:`fr_lib.train.objective.Objective`) instead of the one of
         ``config.loss``, e.g. a loss plus a regulariser
