@@ -360,3 +360,35 @@ def test_trainer_resumes_through_each_source(tmp_path, face_set, kind):
     resumed = run(tmp_path / "cut", 6)
     for (ka, a), (kb, b) in zip(sorted(whole.items()), sorted(resumed.items())):
         np.testing.assert_array_equal(a, b, err_msg=ka)
+
+
+def test_train_reads_data_through_the_configured_source(tmp_path, face_set):
+    """TrainConfig.data_source picks the source train() builds: 'dali' gives
+    the trainer a DaliFaceIter over config.data; bad settings are refused."""
+    from mxnet import gluon
+    from fr_lib.train import TrainConfig, train
+    seen = []
+
+    def spy(trainer, record):
+        seen.append((type(trainer.data).__name__, record["loss"]))
+
+    def config(**kw):
+        return TrainConfig(loss="cosface", batch_size=6, max_iters=2, lr=0.1,
+                           lr_mode="constant", out_dir=str(tmp_path / "run"),
+                           progress=False, seed=1, data=face_set, **kw)
+
+    def net():
+        block = gluon.nn.HybridSequential()
+        block.add(gluon.nn.Conv2D(4, 8, strides=8), gluon.nn.GlobalAvgPool2D(),
+                  gluon.nn.Dense(8))
+        return block
+
+    with pytest.raises(ValueError, match="data_source must be 'record' or 'dali'"):
+        train(config(data_source="lmdb"), backbone=net())
+    with pytest.raises(ValueError, match="pk_k=2: P x K batches"):
+        train(config(data_source="dali", pk_k=2), backbone=net())
+    pytest.importorskip("nvidia.dali.plugin.mxnet")
+    result = train(config(data_source="dali"), backbone=net(), callbacks=[spy])
+    assert [name for name, _ in seen] == ["DaliFaceIter"] * 2
+    assert all(np.isfinite(loss) for _, loss in seen)
+    assert result.iterations == 2

@@ -126,3 +126,20 @@ def test_quick_recipe_trains_from_the_command_line(tmp_path):
     diff = (load_exported(str(tmp_path / "exp" / "m"))(x) - net(x)).abs().max()
     assert float(diff.asscalar()) < 1e-5
     assert cli.eval_main([str(tmp_path / "nowhere"), "--bins", bin_path]) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.data_source=lmdb", "train.data_source: 'lmdb' is not 'record'"),
+    ("train.data_source=dali", None),
+])
+def test_data_source_is_checked_before_the_run(override, message):
+    recipe = recipes.load_recipe("quick-synthetic", overrides=[override], quick=True)
+    if message is None:
+        recipes.check_recipe(recipe)
+        return
+    with pytest.raises(ValueError, match=message):
+        recipes.check_recipe(recipe)
+    recipe["train"]["data_source"] = "dali"
+    recipe["train"]["pk_k"] = 2
+    with pytest.raises(ValueError, match="'dali' does not draw P x K"):
+        recipes.check_recipe(recipe)

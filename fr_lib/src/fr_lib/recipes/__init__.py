@@ -487,6 +487,12 @@ def check_recipe(recipe):
             and contract_of(cfg["loss"]).head is None:
         errors.append(f"train.loss_warmup_iters: loss {cfg['loss']!r} has no head for "
                       f"warmup_loss {cfg['warmup_loss']!r} to share; set it to 0")
+    if str(cfg.get("data_source", "record")).lower() not in ("record", "dali"):
+        errors.append(f"train.data_source: {cfg['data_source']!r} is not 'record' "
+                      "(RecordIO batches) or 'dali' (NVIDIA DALI)")
+    elif str(cfg.get("data_source")).lower() == "dali" and cfg.get("pk_k"):
+        errors.append("train.data_source: 'dali' does not draw P x K batches; "
+                      "set train.pk_k=0 or train.data_source=record")
     if str(cfg["lr_mode"]).lower() not in SCHEDULES:
         errors.append(f"train.lr_mode: unknown schedule {cfg['lr_mode']!r}; choose "
                       f"from {sorted(SCHEDULES)}")

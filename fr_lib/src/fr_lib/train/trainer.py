@@ -245,6 +245,14 @@ class TrainConfig:
         RecordIO directory used by :func:`train` when no data source is given.
     data_check : bool
         Check every record header when opening ``data``.
+    data_source : {'record', 'dali'}
+        How :func:`train` reads ``data``: ``'record'`` is
+        :class:`~fr_lib.data.recordio.RecordBatches` (decoding with
+        ``decode_threads`` and prefetching beside the step), ``'dali'`` is
+        :class:`~fr_lib.data.dali.DaliFaceIter` (NVIDIA DALI; decodes on the
+        GPU when MXNet and DALI have one). Both are resumable data sources of
+        :mod:`fr_lib.data.source`, sharded over the workers by the same rule.
+        ``'dali'`` does not draw P×K batches (``pk_k``).
     batch_size : int
         Batch size of one worker, split over its contexts (InsightFace's
         "per GPU" batch times the number of GPUs).
@@ -369,6 +377,7 @@ class TrainConfig:
     warmup_loss_kwargs: dict = field(default_factory=dict)
     data: str = None
     data_check: bool = True
+    data_source: str = "record"
     batch_size: int = 128
     rand_mirror: bool = True
     decode_threads: int = 0
@@ -1853,7 +1862,8 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
     ----------
     config : TrainConfig or dict
     data : data source, optional
-        Default: :class:`RecordBatches` over ``config.data``, sharded over
+        Default: ``config.data_source`` (:class:`RecordBatches` or DALI's
+        :class:`~fr_lib.data.dali.DaliFaceIter`) over ``config.data``, sharded over
         the distributed workers.
     backbone, head, val_sets, callbacks
         See :class:`FaceTrainer`.
@@ -1869,7 +1879,23 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
             raise ValueError("give a data source or set config.data to a RecordIO "
                              "directory")
 
+        source = str(config.data_source).lower()
+        if source not in ("record", "dali"):
+            raise ValueError(f"data_source must be 'record' or 'dali', got "
+                             f"{config.data_source!r}")
+        if source == "dali" and config.pk_k:
+            raise ValueError(f"pk_k={config.pk_k}: P x K batches come from "
+                             "data_source='record'; DALI reads the shard in its "
+                             "own shuffled order")
+
         def data(num_parts, part_index):
+            if source == "dali":
+                from ..data.dali import DaliFaceIter
+                return DaliFaceIter(config.data, batch_size=config.batch_size,
+                                    shard_id=part_index, num_shards=num_parts,
+                                    shuffle=True, rand_mirror=config.rand_mirror,
+                                    seed=config.seed, last_batch="discard",
+                                    check=config.data_check)
             sampler = None
             if config.pk_k:  # P×K batches (metric losses): P = batch_size // K
                 from ..data.recordio import FaceRecordDataset
