@@ -940,17 +940,15 @@ MXReturnValue BnMutate(const Attrs& attrs, std::vector<int>* indices) {
   return MX_SUCCESS;
 }
 
-MXReturnValue BnShapeFn(const Attrs&, std::vector<std::vector<unsigned int> >* in,
-                        std::vector<std::vector<unsigned int> >* out) {
-  const auto& z = in->at(0);
-  if (z.size() < 2 || z.back() % 16) {
-    MX_ERROR_MSG << "fr_bn_act: z must be (..., C) with C a multiple of 16";
-    return MX_FAIL;
-  }
-  const unsigned int C = z.back();
-  for (size_t k = 1; k < in->size(); ++k) {
+// The per-channel inputs in[first..] (gamma, beta, alpha, running statistics)
+// must have shape (C,); the outputs are z-shaped, then the batch mean and variance.
+MXReturnValue PerChannelShapes(const char* op, const std::vector<unsigned int>& z,
+                               unsigned int C, size_t first,
+                               std::vector<std::vector<unsigned int> >* in,
+                               std::vector<std::vector<unsigned int> >* out) {
+  for (size_t k = first; k < in->size(); ++k) {
     if (in->at(k).size() != 1 || in->at(k)[0] != C) {
-      MX_ERROR_MSG << "fr_bn_act: gamma, beta, alpha and the running statistics "
+      MX_ERROR_MSG << op << ": gamma, beta, alpha and the running statistics "
                       "must have shape (" << C << ",)";
       return MX_FAIL;
     }
@@ -959,6 +957,16 @@ MXReturnValue BnShapeFn(const Attrs&, std::vector<std::vector<unsigned int> >* i
   out->at(1) = {C};
   out->at(2) = {C};
   return MX_SUCCESS;
+}
+
+MXReturnValue BnShapeFn(const Attrs&, std::vector<std::vector<unsigned int> >* in,
+                        std::vector<std::vector<unsigned int> >* out) {
+  const auto& z = in->at(0);
+  if (z.size() < 2 || z.back() % 16) {
+    MX_ERROR_MSG << "fr_bn_act: z must be (..., C) with C a multiple of 16";
+    return MX_FAIL;
+  }
+  return PerChannelShapes("fr_bn_act", z, z.back(), 1, in, out);
 }
 
 MXReturnValue BnForward(const Attrs& attrs, std::vector<MXTensor>* in,
@@ -1449,18 +1457,7 @@ MXReturnValue ConvBnMutate(const Attrs& attrs, std::vector<int>* indices) {
 MXReturnValue ConvBnShape(const char* op, const std::vector<unsigned int>& conv,
                           std::vector<std::vector<unsigned int> >* in,
                           std::vector<std::vector<unsigned int> >* out) {
-  const unsigned int C = conv[3];
-  for (size_t k = 2; k < in->size(); ++k) {
-    if (in->at(k).size() != 1 || in->at(k)[0] != C) {
-      MX_ERROR_MSG << op << ": gamma, beta, alpha and the running statistics "
-                      "must have shape (" << C << ",)";
-      return MX_FAIL;
-    }
-  }
-  out->at(0) = conv;
-  out->at(1) = {C};
-  out->at(2) = {C};
-  return MX_SUCCESS;
+  return PerChannelShapes(op, conv, conv[3], 2, in, out);
 }
 
 MXReturnValue PwBnShape(const Attrs& attrs, std::vector<std::vector<unsigned int> >* in,
