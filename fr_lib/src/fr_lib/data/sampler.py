@@ -39,15 +39,16 @@ import numpy as np
 from mxnet.gluon.data import Sampler
 
 from .source import check_part as _check_part, shard
+from ..utils.checks import check_int
 
 __all__ = ["PKSampler", "ClassBalancedSampler", "ShardSampler"]
 
 
 def _check_int(name, value, low):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or value < low):
+    # sample counts and seeds: integral types only (3.0 is refused here)
+    if not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(name, value, low)
 
 
 def _index_values(identity, value):

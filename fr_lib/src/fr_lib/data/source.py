@@ -74,14 +74,7 @@ from .prefetch import Prefetcher
 __all__ = ["shard", "BatchSource", "Prefetcher", "ArrayBatches"]
 
 
-def _check_int(name, value, low):
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= low
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+from ..utils.checks import check_int as _check_int  # noqa: E402
 
 
 def check_part(num_parts, part_index):

@@ -29,6 +29,8 @@ import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
+from ..utils.checks import check_labels
+
 __all__ = ["PartialFC", "PartialFCSample"]
 
 
@@ -280,20 +282,10 @@ class PartialFC:
 
     # ------------------------------------------------------------------ sampling
     def _check_label(self, label, batch=None):
-        values = np.asarray(label.asnumpy() if isinstance(label, mx.nd.NDArray)
-                            else label).reshape(-1)
-        if batch is not None and values.size != batch:
-            raise ValueError(f"expected {batch} labels (one per embedding), got "
-                             f"{values.size}")
+        values = check_labels(label, self.num_classes, batch)
         if values.size == 0:
             raise ValueError("the batch has no labels")
-        bad = values[~np.isfinite(values) | (values != np.floor(values))
-                     | (values < 0) | (values >= self.num_classes)]
-        if bad.size:
-            raise ValueError(f"label {bad[0]:g} is out of range for {self.num_classes} "
-                             f"classes: labels must be integers in "
-                             f"[0, {self.num_classes})")
-        return values.astype(np.int64)
+        return values
 
     def sample(self, label, rng=None):
         r"""Choose the class centres of one step and remap the labels.

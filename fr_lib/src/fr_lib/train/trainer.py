@@ -175,10 +175,7 @@ def _flatten_state(state):
 
 # -- data ------------------------------------------------------------------------
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+from ..utils.checks import check_int as _check_int, label_errors  # noqa: E402
 
 
 # The data sources live in fr_lib.data (the BatchSource protocol, the one
@@ -1255,8 +1252,7 @@ class FaceTrainer:
         else:
             values = np.asarray(y)
         values = values.reshape(-1).astype(np.float64)
-        bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | \
-            (values >= self.num_classes)
+        bad = label_errors(values, self.num_classes)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
