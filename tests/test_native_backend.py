@@ -43,7 +43,9 @@ def _fr_calls(path):
 
 
 @pytest.mark.parametrize("rel", ["loss/margin.py", "loss/advanced.py",
+                                 "loss/quality.py", "loss/_margin_ops.py",
                                  "loss/metric.py", "loss/regularizer.py",
+                                 "loss/embedding.py",
                                  "model_zoo/layers.py", "model_zoo/inference.py",
                                  "model_zoo/mobilefacenet.py", "model_zoo/iresnet.py"])
 def test_formula_files_name_no_native_operator(rel):

@@ -36,7 +36,7 @@ def get_loss_list():
 
 
 # Imported last: the modules register their losses through register_loss above.
-from . import margin, advanced, metric, regularizer  # noqa: E402
+from . import margin, advanced, quality, metric, embedding, regularizer  # noqa: E402
 from .margin import *  # noqa: E402,F401,F403
 from .advanced import *  # noqa: E402,F401,F403
 from .metric import *  # noqa: E402,F401,F403

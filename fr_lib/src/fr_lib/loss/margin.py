@@ -37,21 +37,15 @@ Every loss is a ``HybridBlock`` with no parameters, so it needs no
 """
 import math
 
-import numpy as np
 import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import HybridBlock
 
 from . import register_loss
+from ..utils.checks import check_int, check_labels, compute_dtype as _compute_dtype
 
 __all__ = ["NormFaceLoss", "CosFaceLoss", "ArcFaceLoss", "CombinedMarginLoss",
            "SphereFaceLoss"]
-
-
-def _compute_dtype(dtype):
-    # fp16 has a 1e-3 resolution near cos θ = 1 and overflows exp(s·cos)
-    # for s = 64, so half-precision input is widened before any arithmetic.
-    return np.float32 if np.dtype(dtype) == np.float16 else np.dtype(dtype).type
 
 
 def _check_inputs(cos, label):
@@ -74,14 +68,7 @@ def _graph_checked_labels(F, cos, label):
 
 
 def _check_labels(label, batch, num_classes):
-    if label.size != batch:
-        raise ValueError(f"expected {batch} labels (one per row of the cosine "
-                         f"matrix), got shape {label.shape}")
-    values = label.asnumpy().reshape(-1)
-    bad = values[(values != np.floor(values)) | (values < 0) | (values >= num_classes)]
-    if bad.size:
-        raise ValueError(f"label {bad[0]:g} is out of range for {num_classes} classes: "
-                         f"labels must be integers in [0, {num_classes})")
+    check_labels(label, num_classes, batch, per="row of the cosine matrix")
 
 
 class _MarginSoftmaxLoss(HybridBlock):
@@ -371,9 +358,7 @@ class SphereFaceLoss(_MarginSoftmaxLoss):
     def __init__(self, m=4, s=30.0, base=1000.0, gamma=0.12, power=1.0,
                  lambda_min=5.0, iteration=0, eps=1e-7, **kwargs):
         super().__init__(s, eps, **kwargs)
-        if int(m) != m or m < 1:
-            raise ValueError(f"SphereFace margin m must be an integer >= 1, got {m}")
-        self._m = int(m)
+        self._m = check_int("SphereFace margin m", m, 1)
         self.base, self.gamma = float(base), float(gamma)
         self.power, self.lambda_min = float(power), float(lambda_min)
         self.iteration = int(iteration)

@@ -39,17 +39,13 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock
 
 from . import register_loss
+from ..utils.checks import compute_dtype as _compute_dtype
 from ..model_zoo.layers import l2_normalize_rows
 
 __all__ = ["ContrastiveLoss", "ContrastiveBatchLoss", "TripletLoss"]
 
 _MINING = ("all", "hard", "semihard")
 _AVERAGE = ("all", "nonzero")
-
-
-def _compute_dtype(dtype):
-    # same rule as the margin losses: fp16 squared distances overflow at 256
-    return np.float32 if np.dtype(dtype) == np.float16 else np.dtype(dtype).type
 
 
 def _cast(*arrays):
