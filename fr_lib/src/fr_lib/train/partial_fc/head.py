@@ -1,74 +1,22 @@
-r"""Partial FC: a class-centre matrix sharded over devices, trained on a sample.
-
-Partial FC (An et al., *Partial FC: Training 10 Million Identities on a Single
-Machine*, arXiv 2010.05222) replaces the full normalised-FC layer when the
-number of identities is large. The class centres ``W`` (``num_classes × dim``)
-are split into contiguous shards, one per device. At each step every shard
-keeps
-
-- all its *positive* centres (the classes of the samples in the global batch
-  that fall in the shard), and
-- uniformly drawn *negative* centres, so that about ``sample_rate ×
-  shard_size`` rows are used,
-
-the cosines ``cos θ = <x/||x||, w/||w||>`` are computed against those rows
-only, any margin loss of :mod:`fr_lib.loss` is applied to the resulting
-``(batch, sampled classes)`` matrix with the labels remapped into it, and only
-the sampled rows (and their momentum) are updated. ``sample_rate=1.0`` is the
-full softmax. The paper shows that ``r = 0.1`` keeps the accuracy of the full
-FC while the logits, their gradients and the FC compute shrink tenfold.
-
-The class is not a ``gluon.Block``: it owns its optimizer (SGD with momentum
-on the sampled rows only), because a ``gluon.Trainer`` would update, and decay,
-every row of a dense parameter.
+"""The Partial FC head: its construction, the sampled forward pass and the
+row-sparse SGD step (the method is described in the package docstring).
 """
 import numbers
-from collections import namedtuple
 
 import numpy as np
 import mxnet as mx
 from mxnet import autograd
 
-from ..utils.checks import check_labels
+from ...model_zoo.layers import l2_normalize_rows
+from ...utils.checks import check_int, check_labels
+from .sampling import _sample_classes, _shard_ranges
+from .softmax import _make_loss, _sharded_loss, _softmax_mode
+from .state import PartialFCState
 
-__all__ = ["PartialFC", "PartialFCSample"]
-
-
-PartialFCSample = namedtuple("PartialFCSample", ["indices", "label"])
-PartialFCSample.__doc__ = """The classes one Partial FC step uses (a named tuple).
-
-Returned by :meth:`PartialFC.sample`; its two fields are described below.
-"""
-PartialFCSample.indices.__doc__ = (
-    "Per shard, the sorted global class ids (int64 numpy array) whose centres "
-    "are used; every positive class of the batch is in the shard that owns it.")
-PartialFCSample.label.__doc__ = (
-    "The labels remapped to columns of the joined sampled cosine matrix (int64): "
-    "column ``offset_s + j`` is class ``indices[s][j]``, where ``offset_s`` is the "
-    "number of classes sampled in the shards before ``s``.")
+__all__ = ["PartialFC"]
 
 
-def _shard_ranges(num_classes, num_shards):
-    """Contiguous ``[start, stop)`` ranges, sizes differing by at most one."""
-    base, extra = divmod(num_classes, num_shards)
-    ranges, start = [], 0
-    for s in range(num_shards):
-        stop = start + base + (1 if s < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
-
-
-def _normalize(x, eps):
-    """Row-wise ``x / sqrt(sum(x²) + eps)``, the formula of NormDense.
-
-    One fused ``L2Normalization`` (forward and backward) instead of four
-    broadcast ops: about 4x faster on a 20k × 512 matrix on 2 CPU cores.
-    """
-    return mx.nd.L2Normalization(x, eps=eps, mode="instance")
-
-
-class PartialFC:
+class PartialFC(PartialFCState):
     r"""Sharded normalised-FC head with class sampling and sparse updates.
 
     Book: introduced in ``chapter_training/partial-fc`` (大分类层与 Partial FC).
@@ -188,11 +136,8 @@ class PartialFC:
                  ctx=None, learning_rate=0.1, momentum=0.9, wd=5e-4,
                  clip_gradient=None, lr_scheduler=None, weight_initializer=None,
                  eps=1e-12, seed=None, softmax="auto", **loss_kwargs):
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes \
-                or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
-        if isinstance(in_units, bool) or int(in_units) != in_units or in_units < 1:
-            raise ValueError(f"in_units must be a positive integer, got {in_units}")
+        num_classes = check_int("num_classes", num_classes, 1)
+        in_units = check_int("in_units", in_units, 1)
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) \
                 or not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be a number in (0, 1], got {sample_rate!r}")
@@ -240,37 +185,8 @@ class PartialFC:
         self._pending = None
         self.last_sample = None
 
-    @staticmethod
-    def _make_loss(loss, loss_kwargs):
-        from ..loss import get_loss
-        from ..loss.advanced import SubCenterArcFaceLoss
-        if isinstance(loss, str):
-            loss = get_loss(loss, **loss_kwargs)
-        elif loss_kwargs:
-            raise ValueError(f"loss keyword arguments {sorted(loss_kwargs)} need a "
-                             "loss name, not a loss block")
-        if isinstance(loss, SubCenterArcFaceLoss):
-            raise ValueError("Sub-center ArcFace needs k centres per class; "
-                             "PartialFC samples one centre per class")
-        return loss
-
-    @staticmethod
-    def _softmax_mode(mode, loss, num_shards):
-        from ..loss.margin import _MarginSoftmaxLoss
-        if mode not in ("auto", "sharded", "joined"):
-            raise ValueError(f"softmax must be 'auto', 'sharded' or 'joined', got {mode!r}")
-        # losses that change only the true-class logit, through _target
-        # (judged on the MXNet class of a loss converted by fr_lib.native)
-        cls = getattr(type(loss), "_fr_mxnet_class", type(loss))
-        target_only = isinstance(loss, _MarginSoftmaxLoss) and \
-            cls.forward is _MarginSoftmaxLoss.forward and \
-            cls.hybrid_forward is _MarginSoftmaxLoss.hybrid_forward
-        if mode == "sharded" and not target_only:
-            raise ValueError(f"softmax='sharded' needs a loss that changes only the "
-                             f"true-class logit; {cls.__name__} does not: use 'joined'")
-        if mode == "auto":
-            mode = "sharded" if target_only and num_shards > 1 else "joined"
-        return mode
+    _make_loss = staticmethod(_make_loss)
+    _softmax_mode = staticmethod(_softmax_mode)
 
     @property
     def contexts(self):
@@ -322,26 +238,8 @@ class PartialFC:
         ``r + #{p ∈ P_s : p − rank(p) ≤ r}``, so no mask over the shard is
         built.
         """
-        labels = self._check_label(label)
-        rng = self._rng if rng is None else rng
-        indices, remapped = [], np.empty_like(labels)
-        offset = 0
-        for (start, stop), k in zip(self.shard_ranges, self.num_sample):
-            inside = (labels >= start) & (labels < stop)
-            pos = np.unique(labels[inside] - start)
-            n_neg = k - pos.size
-            if n_neg > 0:
-                ranks = rng.choice(stop - start - pos.size, n_neg,
-                                         replace=False, shuffle=False)
-                neg = ranks + np.searchsorted(pos - np.arange(pos.size), ranks,
-                                              side="right")
-                local = np.sort(np.concatenate([pos, neg]))
-            else:
-                local = pos
-            remapped[inside] = offset + np.searchsorted(local, labels[inside] - start)
-            indices.append(local + start)
-            offset += local.size
-        return PartialFCSample(indices, remapped)
+        return _sample_classes(self._check_label(label), self.shard_ranges,
+                               self.num_sample, self._rng if rng is None else rng)
 
     # ------------------------------------------------------------------- forward
     def __call__(self, x, label, *extra, rng=None):
@@ -381,7 +279,7 @@ class PartialFC:
         sample = self.sample(labels, rng)
         pending, cosines = [], []
         recording = autograd.is_recording()
-        xn = _normalize(x, self._eps)
+        xn = l2_normalize_rows(mx.nd, x, self._eps)
         for s, (start, _) in enumerate(self.shard_ranges):
             c = self.ctx[s]
             with autograd.pause():
@@ -391,64 +289,17 @@ class PartialFC:
                 w_sub.attach_grad()
             pending.append((w_sub, local))
             cosines.append(mx.nd.FullyConnected(
-                xn.as_in_context(c), _normalize(w_sub, self._eps), no_bias=True,
+                xn.as_in_context(c), l2_normalize_rows(mx.nd, w_sub, self._eps), no_bias=True,
                 num_hidden=local.shape[0]))
         self.last_sample = sample
         self._pending = pending if recording else None
         if self.softmax == "sharded":
-            return self._sharded_loss(cosines, sample, x.context, *extra)
+            return _sharded_loss(self.loss, cosines, sample, x.context, *extra)
         home = x.context
         parts = [cos.as_in_context(home) for cos in cosines]
         cos = parts[0] if len(parts) == 1 else mx.nd.concat(*parts, dim=1)
         y = mx.nd.array(sample.label, ctx=home, dtype=cos.dtype)
         return self.loss(cos, y, *extra)
-
-    def _sharded_loss(self, cosines, sample, home, *extra):
-        """The margin softmax loss from per-shard log-sum-exps (see Notes)."""
-        loss = self.loss
-        scale = loss._s
-        # float16 cosines (AMP) are promoted, as the losses do
-        cosines = [c if c.dtype in (np.float32, np.float64) else c.astype("float32")
-                   for c in cosines]
-        offsets = np.cumsum([0] + [c.shape[1] for c in cosines])
-        owned, cols = [], []
-        cos_y = None
-        for s, cos in enumerate(cosines):
-            col = sample.label - offsets[s]
-            mine = (col >= 0) & (col < cos.shape[1])
-            owned.append(mine)
-            cols.append(np.where(mine, col, 0))
-            with autograd.pause():
-                c_idx = mx.nd.array(cols[s], ctx=cos.context, dtype=cos.dtype)
-                mask = mx.nd.array(mine, ctx=home, dtype=cos.dtype)
-            picked = mx.nd.pick(cos, c_idx, axis=1).as_in_context(home) * mask
-            cos_y = picked if cos_y is None else cos_y + picked
-        target = loss._target(mx.nd, cos_y, *extra)
-        if target is None:              # NormFace: no margin
-            target = cos_y
-        lses = []
-        for s, cos in enumerate(cosines):
-            z = cos * scale
-            if owned[s].any():
-                rows = np.flatnonzero(owned[s])
-                with autograd.pause():
-                    flat = mx.nd.array(rows * cos.shape[1] + cols[s][rows], ctx=cos.context,
-                                       dtype="int64")
-                    sel = mx.nd.array(rows, ctx=home, dtype="int64")
-                t = mx.nd.take(target, sel).as_in_context(cos.context) * scale
-                z = mx.nd.contrib.index_copy(z.reshape((-1, 1)), flat,
-                                             t.reshape((-1, 1))).reshape(z.shape)
-            with autograd.pause():
-                top = mx.nd.max(z, axis=1)   # any constant per row: no gradient needed
-            lse = mx.nd.log(mx.nd.sum(mx.nd.exp(mx.nd.broadcast_sub(
-                z, top.reshape((-1, 1)))), axis=1)) + top
-            lses.append(lse.as_in_context(home))
-        stacked = mx.nd.stack(*lses, axis=0)
-        with autograd.pause():
-            top = mx.nd.max(stacked, axis=0)
-        total = mx.nd.log(mx.nd.sum(mx.nd.exp(mx.nd.broadcast_sub(
-            stacked, top.reshape((1, -1)))), axis=0)) + top
-        return total - target * scale
 
     # ---------------------------------------------------------------- optimizer
     def step(self, batch_size):
@@ -506,113 +357,6 @@ class PartialFC:
         ids = np.concatenate(self.last_sample.indices)
         grad = np.concatenate([w.grad.asnumpy() for w, _ in self._pending])
         return ids, grad
-
-    # -------------------------------------------------------------------- state
-    def _join(self, arrays):
-        return mx.nd.concat(*[a.as_in_context(mx.cpu()) for a in arrays], dim=0) \
-            if len(arrays) > 1 else arrays[0].copyto(mx.cpu())
-
-    def weight(self):
-        """The whole class-centre matrix ``(num_classes, in_units)`` on the CPU.
-
-        Returns
-        -------
-        NDArray
-            A copy (the shards joined in class order).
-        """
-        return self._join(self._weights)
-
-    def momentum_buffer(self):
-        """The whole momentum matrix ``(num_classes, in_units)`` on the CPU.
-
-        Returns
-        -------
-        NDArray
-            A copy (the shards joined in class order).
-        """
-        return self._join(self._moms)
-
-    def set_weight(self, weight):
-        """Overwrite the class centres (e.g. from a full NormDense head).
-
-        Parameters
-        ----------
-        weight : NDArray or numpy.ndarray
-            Shape ``(num_classes, in_units)``.
-
-        Raises
-        ------
-        ValueError
-            For a wrong shape.
-        """
-        self._copy_in(self._weights, weight, "weight")
-
-    def _copy_in(self, shards, value, name):
-        value = value.asnumpy() if isinstance(value, mx.nd.NDArray) else np.asarray(value)
-        if value.shape != (self.num_classes, self.in_units):
-            raise ValueError(f"{name} must have shape ({self.num_classes}, "
-                             f"{self.in_units}), got {value.shape}")
-        for (start, stop), dst in zip(self.shard_ranges, shards):
-            dst[:] = value[start:stop].astype(np.float32)
-
-    def state_dict(self):
-        """Everything needed to resume training, independent of the sharding.
-
-        Returns
-        -------
-        dict of str to NDArray
-            ``weight`` and ``momentum`` (both ``(num_classes, in_units)``, CPU)
-            and ``num_update`` (a (1,) int64 array). The sampling generator's
-            state is not included (:class:`~fr_lib.train.FaceTrainer` passes
-            a generator per step to :meth:`forward`, a function of the run's
-            seed and iteration, so it needs none).
-        """
-        return {"weight": self.weight(), "momentum": self.momentum_buffer(),
-                "num_update": mx.nd.array([self.num_update], dtype="int64")}
-
-    def load_state_dict(self, state):
-        """Restore :meth:`state_dict` output, for any number of shards.
-
-        Parameters
-        ----------
-        state : dict
-            With keys ``weight``, ``momentum`` and optionally ``num_update``.
-
-        Raises
-        ------
-        ValueError
-            For a missing key or a shape that does not match this head.
-        """
-        missing = {"weight", "momentum"} - set(state)
-        if missing:
-            raise ValueError(f"state misses {sorted(missing)}")
-        self._copy_in(self._weights, state["weight"], "weight")
-        self._copy_in(self._moms, state["momentum"], "momentum")
-        if "num_update" in state:
-            n = state["num_update"]
-            self.num_update = int(n.asscalar() if isinstance(n, mx.nd.NDArray)
-                                  else np.asarray(n).reshape(-1)[0])
-        self._pending = None
-
-    def save(self, path):
-        """Write :meth:`state_dict` to ``path`` with ``mx.nd.save``.
-
-        Parameters
-        ----------
-        path : str
-            File to write.
-        """
-        mx.nd.save(path, self.state_dict())
-
-    def load(self, path):
-        """Read a file written by :meth:`save` into this head.
-
-        Parameters
-        ----------
-        path : str
-            File to read.
-        """
-        self.load_state_dict(mx.nd.load(path))
 
     def __repr__(self):
         return (f"{self.__class__.__name__}({self.in_units} -> {self.num_classes}, "
