@@ -49,6 +49,11 @@ class LossContract:
     sampler : str or None
         ``'pk'`` when the batch must hold K samples of each of P identities
         (:class:`fr_lib.data.sampler.PKSampler`), else ``None``.
+    regularizer_weight : float or None
+        Not ``None`` for a regulariser on the embeddings (``consumes=
+        'embeddings'``): a term that does not train embeddings alone but is
+        added to a classification loss, ``softmax + λ·loss`` (the objective
+        layer builds that sum); the value is the default λ.
     """
     consumes: str
     extra_inputs: tuple = ()
@@ -57,12 +62,18 @@ class LossContract:
     needs_num_classes: bool = False
     state: tuple = ()
     sampler: object = None
+    regularizer_weight: object = None
 
     def __post_init__(self):
         if self.consumes not in CONSUMES:
             raise ValueError(f"consumes must be one of {CONSUMES}, got {self.consumes!r}")
         if self.head not in (None, "dense", "normdense"):
             raise ValueError(f"head must be None, 'dense' or 'normdense', got {self.head!r}")
+        if self.regularizer_weight is not None and (
+                self.consumes != "embeddings" or not self.regularizer_weight > 0):
+            raise ValueError("a regulariser consumes the embeddings and has a positive "
+                             f"default weight, got {self.consumes!r} and "
+                             f"{self.regularizer_weight!r}")
 
     def trainer_refusal(self):
         """Why :class:`~fr_lib.train.FaceTrainer` cannot train a loss with
@@ -106,7 +117,9 @@ DECLARATIONS = {
     "contrastive_batch": LossContract("embeddings", sampler="pk"),
     "triplet": LossContract("triplets", sampler="pk"),
     "l2softmax": LossContract("embeddings", needs_num_classes=True),
-    "center": LossContract("embeddings", needs_num_classes=True, state=("centers",)),
+    # the regularisers: softmax + λ·loss, λ as the loss chapter trains them
+    "center": LossContract("embeddings", needs_num_classes=True, state=("centers",),
+                           regularizer_weight=0.1),
     "lgm": LossContract("embeddings", needs_num_classes=True),
-    "ring": LossContract("embeddings", extra_inputs=()),
+    "ring": LossContract("embeddings", regularizer_weight=0.01),
 }
