@@ -35,8 +35,13 @@ def test_every_registered_loss_declares_a_contract():
     assert contract_of("subcenter_arcface").head_k_arg == "k"
     assert contract_of("triplet").sampler == "pk"
     assert contract_of("center").needs_num_classes
+    assert contract_of("center").regularizer_weight == 0.1
+    assert contract_of("ring").regularizer_weight == 0.01
+    assert contract_of("lgm").regularizer_weight is None
     with pytest.raises(ValueError, match="consumes must be one of"):
         LossContract("pixels")
+    with pytest.raises(ValueError, match="a regulariser consumes the embeddings"):
+        LossContract("logits", regularizer_weight=0.1)
 
 
 def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, pk=False, **kwargs):
@@ -51,11 +56,18 @@ def _trainer(tmp_path, loss, hybridize, contexts, max_iters=2, pk=False, **kwarg
     return FaceTrainer(cfg, data, backbone=train_helper.make_mlp(0.0))
 
 
+# every trainable loss with its defaults, and Center loss with the paper's update
+CASES = [pytest.param(n, {}, id=n) for n in TRAINABLE + PK_ONLY] + \
+    [pytest.param("center", {"update": "paper"}, id="center-paper")]
+
+
 @pytest.mark.parametrize("contexts", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
 @pytest.mark.parametrize("hybridize", [True, False])
-@pytest.mark.parametrize("loss", TRAINABLE + PK_ONLY)
-def test_trainable_losses_train_two_iterations(tmp_path, loss, hybridize, contexts):
-    trainer = _trainer(tmp_path, loss, hybridize, contexts, pk=loss in PK_ONLY)
+@pytest.mark.parametrize("loss, loss_kwargs", CASES)
+def test_trainable_losses_train_two_iterations(tmp_path, loss, loss_kwargs, hybridize,
+                                               contexts):
+    trainer = _trainer(tmp_path, loss, hybridize, contexts, pk=loss in PK_ONLY,
+                       loss_kwargs=loss_kwargs)
     trainer.fit(1)  # parameters exist after the first step
     before = {k: v.data(trainer.ctx[0]).asnumpy().copy()
               for k, v in trainer.params.items()}
@@ -78,9 +90,12 @@ def test_refused_losses_are_refused_when_built(tmp_path, loss):
 
 
 def test_which_losses_train():
-    """The objective layer trains every loss except the pair loss and ring (a
-    regulariser only); the P×K metric losses need a P×K data source."""
-    assert sorted(REFUSED) == ["contrastive", "contrastive_batch", "ring", "triplet"]
+    """The objective layer trains every loss except the pair loss (the
+    regularisers center and ring as softmax + λ·regulariser); the P×K metric
+    losses need a P×K data source."""
+    assert sorted(REFUSED) == ["contrastive", "contrastive_batch", "triplet"]
+    assert {"center", "ring"} <= set(TRAINABLE)
+    assert "regulariser" in loss_refusal("ring", head="partial_fc")
     assert sorted(PK_ONLY) == ["contrastive_batch", "triplet"]
     assert "pk_k" in loss_refusal("triplet")
 
@@ -92,7 +107,7 @@ def test_check_recipe_reports_the_refusal():
     with pytest.raises(ValueError, match=r"train\.loss: loss 'triplet' cannot be "
                                          r"trained .*metric loss"):
         check_recipe(recipe)
-    for loss in ("center", "adaface", "subcenter_arcface"):  # now trainable
+    for loss in ("center", "ring", "adaface", "subcenter_arcface"):  # now trainable
         recipe["train"]["loss"], recipe["train"]["loss_kwargs"] = loss, {}
         check_recipe(recipe)
     recipe["train"]["loss"], recipe["train"]["pk_k"] = "triplet", 4  # P×K batches
@@ -212,14 +227,110 @@ def test_subcenter_head_is_c_times_k_wide(tmp_path):
     assert_allclose(loss, _with_target(cos_y, y, target, 8.0), rtol=1e-4)
 
 
-def test_center_loss_centres_are_trained_and_saved(tmp_path):
-    trainer, y, _, emb, loss = _first_step(tmp_path, "center")
-    assert_allclose(loss, 0.5 * (emb ** 2).sum(axis=1).mean(), rtol=1e-5)  # centres 0
-    centres = trainer.loss.centers.data().asnumpy()
-    assert centres.shape == (train_helper.NUM_CLASSES, emb.shape[1])
-    assert np.abs(centres[np.unique(y)]).max() > 0  # moved by the optimizer
+# -- the regularisers: softmax + λ·regulariser ------------------------------------
+def _regularised_first_step(tmp_path, loss, contexts, **kwargs):
+    """The trainer, labels, embeddings (float64), the Dense head's W and b
+    before the step, and the mean loss of the first step."""
+    trainer = _trainer(tmp_path, loss, True, list(contexts), **kwargs)
+    X, y = train_helper.make_data(per_class=4)
+    X, y = mx.nd.array(X[::5]), mx.nd.array(y[::5])  # 8 samples, several classes
+    trainer.prepare(X)
+    emb = trainer.net(X).asnumpy().astype(np.float64)
+    fc = trainer.objective.base.head
+    W, b = (p.data().asnumpy().astype(np.float64) for p in (fc.weight, fc.bias))
+    return trainer, y.asnumpy().astype(int), emb, W, b, trainer.train_step(X, y)
+
+
+@pytest.mark.parametrize("contexts", [["cpu(0)"], ["cpu(0)", "cpu(1)"]])
+@pytest.mark.parametrize("loss, loss_kwargs", [
+    ("center", {}), ("center", {"update": "paper", "alpha": 0.5}),
+    ("ring", {"radius": 2.0})], ids=["center", "center-paper", "ring"])
+def test_regulariser_first_step_is_softmax_plus_weighted_term(tmp_path, loss,
+                                                             loss_kwargs, contexts):
+    trainer, y, emb, W, b, value = _regularised_first_step(
+        tmp_path, loss, contexts, loss_kwargs=loss_kwargs)
+    lam = contract_of(loss).regularizer_weight
+    assert trainer.objective.weight == lam and trainer.objective.base.name == "softmax"
+    norm2 = (emb ** 2).sum(axis=1)
+    # the centres start at 0, the radius at 2
+    reg = 0.5 * norm2 if loss == "center" else 0.5 * (np.sqrt(norm2) - 2.0) ** 2
+    assert_allclose(value, (_ce(emb @ W.T + b, y) + lam * reg).mean(), rtol=1e-5)
+    if loss == "ring":
+        assert trainer.loss.radius.data().asscalar() != 2.0  # trained with the head
+        return
+    present = np.unique(y)
+    for c in range(len(contexts)):  # every copy of the centres alike
+        centres = trainer.loss.centers.data(trainer.ctx[c]).asnumpy()
+        if loss_kwargs.get("update") == "paper":
+            # the paper's rule with the embeddings of the whole batch, from 0:
+            # c_j = α Σ_{y_i=j} x_i / (1 + n_j)
+            expect = np.zeros_like(centres)
+            for j in present:
+                expect[j] = 0.5 * emb[y == j].sum(axis=0) / (1 + (y == j).sum())
+            assert_allclose(centres, expect, rtol=1e-5, atol=1e-6)
+        else:  # moved by the optimizer, with the gradient of λ·center
+            assert np.abs(centres[present]).min(axis=1).max() > 0
+    absent = np.setdiff1d(np.arange(train_helper.NUM_CLASSES), present)
+    assert not centres[absent].any()
     saved = mx.nd.load(trainer.save_checkpoint() + "/head.params")
-    assert_allclose(saved["centers"].asnumpy(), centres)
+    assert_allclose(saved["reg.centers"].asnumpy(), centres)
+    assert_allclose(saved["head.weight"].asnumpy(),
+                    trainer.objective.base.head.weight.data().asnumpy())
+
+
+def test_regularised_objective_options():
+    from fr_lib.train.objective import Objective, RegularisedObjective
+    obj = Objective("ring", {}, 4, regularizer_weight=0.5)
+    assert isinstance(obj, RegularisedObjective) and obj.weight == 0.5
+    assert not obj.has_head and obj.state_dict() == {}
+    with pytest.raises(ValueError, match="must be a positive number"):
+        Objective("center", {}, 4, regularizer_weight=0.0)
+    with pytest.raises(ValueError, match="'arcface' is not a regulariser"):
+        Objective("arcface", {}, 4, regularizer_weight=0.1)
+    with pytest.raises(ValueError, match="head='partial_fc' is not supported"):
+        Objective("center", {}, 4, head_kind="partial_fc")
+    # another classification loss under the regulariser
+    cos = RegularisedObjective("center", {}, 4, base_loss="normface",
+                               base_loss_kwargs={"s": 8.0})
+    assert type(cos.base.head).__name__ == "NormDense"
+
+
+def test_skipped_step_leaves_the_paper_centres(tmp_path):
+    trainer = _trainer(tmp_path, "center", True, ["cpu(0)", "cpu(1)"],
+                       loss_kwargs={"update": "paper"})
+    X, y = train_helper.make_data(per_class=4)
+    X, y = mx.nd.array(X[::5]), mx.nd.array(y[::5])
+    X[0] = np.nan  # NaN embeddings reach the paper's update of class y[0]
+    assert trainer.train_step(X, y) is None and trainer.bad_steps == 1
+    for c in trainer.ctx:
+        assert not trainer.loss.centers.data(c).asnumpy().any()
+    X[0] = 0.0
+    assert trainer.train_step(X, y) is not None
+    centres = [trainer.loss.centers.data(c).asnumpy() for c in trainer.ctx]
+    assert np.isfinite(centres[0]).all() and centres[0].any()
+    assert_allclose(centres[1], centres[0])
+
+
+@pytest.mark.parametrize("loss, loss_kwargs", [("center", {"update": "paper"}),
+                                               ("ring", {"radius": "mean"})])
+def test_regulariser_resume_is_exact(tmp_path, loss, loss_kwargs):
+    kw = dict(checkpoint_every=2, resume=True, loss_kwargs=loss_kwargs)
+    full = _trainer(tmp_path / "full", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    full.fit(4)
+    part = _trainer(tmp_path / "part", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    part.fit(2)
+    resumed = _trainer(tmp_path / "part", loss, True, ["cpu(0)"], max_iters=4, **kw)
+    steps, step = [], resumed.train_step
+    resumed.train_step = lambda X, y: steps.append(1) or step(X, y)
+    resumed.fit(4)
+    assert len(steps) == 2  # iterations 3 and 4, after the checkpoint of 2
+    for a, b in zip(resumed.params.values(), full.params.values()):  # same order
+        assert a.shape == b.shape
+        assert_allclose(a.data().asnumpy(), b.data().asnumpy(), rtol=1e-6, atol=1e-7)
+    reg = [(t.loss.centers if loss == "center" else t.loss.radius).data().asnumpy()
+           for t in (full, part, resumed)]
+    assert_allclose(reg[2], reg[0], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(reg[1], reg[0])  # they moved after iteration 2
 
 
 @pytest.mark.parametrize("loss", ["curricularface", "adaface"])
