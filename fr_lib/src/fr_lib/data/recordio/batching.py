@@ -7,10 +7,11 @@ import warnings
 
 import numpy as np
 
+from ...utils.checks import check_int
 from .dataset import FaceRecordDataset
 from .decode import FaceBatchify
 from ..source import (BatchSource, ResumableBatches, check_part, check_state,
-                      epoch_order, global_batches, mirror_flips, shard, _check_int)
+                      epoch_order, global_batches, mirror_flips, shard)
 
 
 class FaceRecordIter(BatchSource):
@@ -99,7 +100,7 @@ class FaceRecordIter(BatchSource):
         self.rand_mirror = bool(rand_mirror)
         self.batch_sampler = batch_sampler
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None \
-            else _check_int("seed", seed, 0)
+            else check_int("seed", seed, 0)
         self.batchify = FaceBatchify(dataset.image_size, False, normalize,
                                      decode_threads, dataset.skip_bad)
         self._epoch, self._start = 0, 0  # where the next iter() starts
