@@ -420,14 +420,15 @@ def test_plain_symbol_is_leaky_relu_prelu():
 
 def test_build_failure_names_the_source(tmp_path, monkeypatch):
     monkeypatch.setenv("FR_LIB_NATIVE_DIR", str(tmp_path))
-    monkeypatch.setattr(ops, "_compiler", lambda: "/bin/false")
+    # build() finds its compiler in fr_lib.ops.library, where it is defined
+    monkeypatch.setattr(ops.library, "_compiler", lambda: "/bin/false")
     with pytest.raises(ops.NativeBuildError, match="fr_ops.cc"):
         ops.build(force=True)
     assert not list(tmp_path.rglob("*.so"))  # no half-written library left
 
 
 def test_build_without_compiler_says_so(monkeypatch):
-    monkeypatch.setattr(ops, "_compiler", lambda: None)
+    monkeypatch.setattr(ops.library, "_compiler", lambda: None)
     with pytest.raises(ops.NativeBuildError, match="no C\\+\\+ compiler"):
         ops.build()
 
@@ -455,10 +456,10 @@ def test_library_path_depends_on_the_source(tmp_path, monkeypatch):
     assert path.startswith(str(tmp_path)) and path.endswith("libfr_ops.so")
     seen = {path}
     for name in ("_SOURCES", "_HEADERS"):  # any source or header changes the key
-        files = list(getattr(ops, name))
+        files = list(getattr(ops.library, name))
         copy = tmp_path / ("changed_" + os.path.basename(files[-1]))
         copy.write_text(open(files[-1]).read() + "\n// changed\n")
         with monkeypatch.context() as m:
-            m.setattr(ops, name, tuple(files[:-1] + [str(copy)]))
+            m.setattr(ops.library, name, tuple(files[:-1] + [str(copy)]))
             seen.add(ops.library_path())
     assert len(seen) == 3
