@@ -1,203 +1,16 @@
-"""Batches from a RecordIO training set through NVIDIA DALI's MXNet reader.
-
-DALI (``nvidia-dali-cuda120==1.35.0``, the last release with the MXNet plugin,
-Python 3.8-3.12) reads a ``.rec`` with ``fn.readers.mxnet``, decodes the JPEGs
-on the GPU (``device='mixed'``) or in its own CPU thread pool, and mirrors and
-normalises the images with ``fn.crop_mirror_normalize``. Its CPU pipelines run
-without any GPU. :class:`DaliFaceIter` gives the same batches as
-:class:`~fr_lib.data.FaceRecordIter`: float32 NCHW RGB with
-``(x - 127.5) / 128`` and float32 class ids.
-
-Facts about DALI's reader that this module works around:
-
-- It decodes **every** record listed in the ``.idx``. InsightFace's header
-  record (key 0) and identity records have empty images; handed to the decoder
-  they stop the pipeline with an error about an unknown image format. So the
-  reader is given an index of the image records only
-  (:func:`write_dali_index`), never InsightFace's own ``train.idx``.
-- It ignores the keys and the order of the ``.idx`` lines: it sorts the byte
-  offsets, and a record's size is the distance to the next listed offset (its
-  parser reads only the first record of that span, so leaving records out of
-  the index is safe).
-- ``random_shuffle`` draws from a buffer of ``initial_fill`` samples read in
-  file order, so on a rec grouped by identity a batch sees only nearby
-  identities. For a full shuffle, write a shuffled plain rec
-  (``write_face_rec(..., layout='plain', shuffle_seed=0)``).
-- Its own sharding (``shard_id``/``num_shards``) takes the contiguous slice
-  ``[size*i//n, size*(i+1)//n)`` of the records in file order. fr_lib does
-  not use it: :class:`DaliFaceIter` writes an index of its part only
-  (:func:`~fr_lib.data.source.shard` of the image records in file order,
-  the rule of every fr_lib data source) and reads it as one shard, so each
-  worker reads one contiguous stretch of the file.
-- Its decoders do not apply a JPEG's EXIF orientation tag as OpenCV (the
-  Gluon path) does: ``fn.decoders.image`` ignores it, and on the CPU
-  ``fn.experimental.decoders.image(adjust_orientation=True)`` swaps height
-  and width of a quarter-turned photo without turning its pixels and leaves
-  an upside-down one as it is (measured with 1.35.0). So the two paths agree
-  by keeping rotated JPEGs out of the rec: ``fr-data folder2rec`` stores such
-  photos upright, and :class:`DaliFaceIter` refuses a rec that holds one
-  (found with :func:`~fr_lib.data.recordio.find_rotated_jpegs`), naming it
-  and :func:`~fr_lib.data.recordio.write_upright_rec`, which writes an
-  upright copy.
-
-:class:`DaliFaceIter` is a :class:`~fr_lib.data.source.BatchSource`
-(``next_batch``, ``state_dict``, ``load_state_dict``), so
-:class:`~fr_lib.train.FaceTrainer` can train from it. DALI prefetches in its
-own threads (``prefetch_queue_depth``); the position is that of the batches
-handed out. A DALI pipeline cannot jump to a position: resuming rebuilds the
-pipeline with the same seed and runs it forward to the saved position (the
-batches in between are decoded and dropped, so this costs as much as reading
-them), which reproduces the reader's shuffle and the mirror coins exactly.
-
-DALI is imported only when an iterator is built, so ``fr_lib`` imports
-without it.
-"""
+"""The DALI pipeline as a batch source: :class:`DaliFaceIter`."""
 import os
-import tempfile
-import zlib
 
 import mxnet as mx
 
-from ..utils.fileio import atomic_write_bytes
-from .source import BatchSource, check_part, check_state, shard
-from .transforms import PIXEL_MEAN, PIXEL_SCALE
+from ..source import BatchSource, check_state, shard
+from ..transforms import PIXEL_MEAN, PIXEL_SCALE
+from . import _import_dali
+from .index import _dataset, _refuse_rotated, write_dali_index
 
-__all__ = ["DALI_PIP", "dali_available", "write_dali_index", "DaliFaceIter"]
-
-DALI_PIP = 'pip install "nvidia-dali-cuda120==1.35.0"'
-"""The command that installs the DALI release this module is written for."""
+__all__ = ["DaliFaceIter"]
 
 _READER = "Reader"
-
-
-def _import_dali():
-    """(nvidia.dali, DALIGluonIterator, LastBatchPolicy) or a clear ImportError."""
-    try:
-        import nvidia.dali as dali
-        from nvidia.dali.plugin.mxnet import DALIGluonIterator, LastBatchPolicy
-    except ImportError as err:
-        raise ImportError(
-            "fr_lib.data.DaliFaceIter needs NVIDIA DALI with its MXNet plugin, "
-            "which ends with release 1.35.0 (Python 3.8 to 3.12; its CPU "
-            f"pipelines need no GPU). Install it with: {DALI_PIP}  "
-            f"(import failed: {err})") from err
-    return dali, DALIGluonIterator, LastBatchPolicy
-
-
-def dali_available():
-    """``True`` when NVIDIA DALI and its MXNet plugin can be imported.
-
-    Book: introduced in ``chapter_data/dali`` (DALI 流水线).
-
-    Returns
-    -------
-    bool
-    """
-    try:
-        _import_dali()
-    except ImportError:
-        return False
-    return True
-
-
-def _dataset(dataset_or_path, check=True):
-    from .recordio import FaceRecordDataset
-    if isinstance(dataset_or_path, FaceRecordDataset):
-        return dataset_or_path
-    return FaceRecordDataset(dataset_or_path, check=check)
-
-
-def _index_text(dataset, positions):
-    keys, offsets = dataset.keys[positions], dataset._offsets[positions]
-    return "".join(f"{k}\t{o}\n" for k, o in zip(keys.tolist(), offsets.tolist()))
-
-
-def _part_suffix(num_parts, part_index):
-    return "" if num_parts == 1 else f"-{part_index}of{num_parts}"
-
-
-def _default_index_path(rec_path, suffix=""):
-    return os.path.splitext(rec_path)[0] + f".dali{suffix}.idx"
-
-
-def _fallback_index_path(rec_path, suffix=""):
-    tag = zlib.crc32(os.path.abspath(rec_path).encode("utf-8"))
-    name = os.path.splitext(os.path.basename(rec_path))[0]
-    return os.path.join(tempfile.gettempdir(), "fr_lib_dali",
-                        f"{name}-{tag:08x}.dali{suffix}.idx")
-
-
-def write_dali_index(dataset, idx_path=None, check=True, num_parts=1, part_index=0):
-    """Write an index of the image records only, for DALI's reader.
-
-    Book: introduced in ``chapter_data/dali`` (DALI 流水线).
-
-    InsightFace's header record and identity records (and records left out
-    with ``skip_bad=True``) are not listed, so DALI never decodes an empty
-    payload. The file is written atomically, and only when its content would
-    change.
-
-    Parameters
-    ----------
-    dataset : FaceRecordDataset or str
-        The dataset, or a directory / ``.rec`` path opened as
-        ``FaceRecordDataset(path, check=check)``.
-    idx_path : str or None
-        Where to write; default: ``<stem>.dali.idx`` next to the ``.rec``
-        (``train.dali.idx``), or a file under the temporary directory when
-        that folder is read-only.
-    check : bool or 'full'
-        Passed to :class:`~fr_lib.data.FaceRecordDataset` when a path is
-        given: ``True`` reads every image header and refuses empty or
-        non-image payloads.
-    num_parts, part_index : int, default 1, 0
-        List only part ``part_index`` of the image records in file order
-        (:func:`~fr_lib.data.source.shard`); the default path then ends in
-        ``.dali-<part_index>of<num_parts>.idx``.
-
-    Returns
-    -------
-    str
-        The path of the index.
-    """
-    ds = _dataset(dataset, check)
-    if not len(ds):
-        raise ValueError(f"{ds.rec_path}: no image records to index")
-    num_parts, part_index = check_part(num_parts, part_index)
-    positions = shard(len(ds), num_parts, part_index)
-    if not positions.size:
-        raise ValueError(f"part {part_index} of {num_parts} is empty: "
-                         f"{ds.rec_path} has only {len(ds)} images")
-    text = _index_text(ds, positions).encode("ascii")
-    suffix = _part_suffix(num_parts, part_index)
-    candidates = [idx_path] if idx_path else \
-        [_default_index_path(ds.rec_path, suffix),
-         _fallback_index_path(ds.rec_path, suffix)]
-    for i, path in enumerate(candidates):
-        try:
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    if f.read() == text:
-                        return path
-            return atomic_write_bytes(path, text)
-        except OSError:
-            if i == len(candidates) - 1:
-                raise
-    return None  # not reached
-
-
-def _refuse_rotated(dataset):
-    from .recordio import find_rotated_jpegs
-    rotated = find_rotated_jpegs(dataset)
-    if rotated:
-        key, orientation = rotated[0]
-        raise ValueError(
-            f"{dataset.rec_path}: {len(rotated)} image record(s) hold a JPEG "
-            f"stored rotated (EXIF orientation), e.g. record {key} (orientation "
-            f"{orientation}). DALI 1.35 decodes them without the rotation, "
-            "unlike the Gluon path; write an upright copy with "
-            "fr_lib.data.recordio.write_upright_rec(rec_folder, new_folder) "
-            "(fr-data folder2rec stores photos upright)")
 
 
 def _resolve_device(device, device_id):
@@ -205,7 +18,7 @@ def _resolve_device(device, device_id):
         raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
     if device == "cpu":
         return device
-    from ..utils.device import list_gpus
+    from ...utils.device import list_gpus
     usable = mx.gpu(device_id) in list_gpus()
     if device == "gpu" and not usable:
         raise ValueError(f"device='gpu' yields NDArrays on mx.gpu({device_id}), "
