@@ -144,6 +144,12 @@ def test_engine_vocabulary():
     loss = ArcFaceLoss()
     assert to_native(loss, "mxnet") is loss and not native_blocks(loss)
     assert to_native(loss, "auto", [mx.gpu(0)]) is loss and not native_blocks(loss)
+    # the device argument is ctx, as everywhere; contexts= still works, warning
+    assert resolve_engine("auto", ctx=[mx.gpu(0)])[0] == "mxnet"
+    with pytest.warns(DeprecationWarning, match=r"contexts=\.\.\.\) is now ctx"):
+        assert resolve_engine("auto", contexts=[mx.gpu(0)])[0] == "mxnet"
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="not both"):
+        to_native(loss, "auto", ctx=[mx.gpu(0)], contexts=[mx.gpu(0)])
 
 
 def test_global_switch_is_gone():

@@ -66,15 +66,27 @@ def _contexts(block):
     return found
 
 
-def resolve_engine(engine="auto", contexts=None):
+def _renamed_ctx(ctx, contexts, where):
+    """``ctx``, or the deprecated ``contexts=`` keyword with a warning."""
+    if contexts is None:
+        return ctx
+    warnings.warn(f"{where}(contexts=...) is now ctx=...", DeprecationWarning,
+                  stacklevel=3)
+    if ctx is not None:
+        raise TypeError(f"{where}: give ctx or contexts (deprecated), not both")
+    return contexts
+
+
+def resolve_engine(engine="auto", ctx=None, *, contexts=None):
     """Which engine ``engine`` means here: ``('native' | 'mxnet', reason)``.
 
     Parameters
     ----------
     engine : {'auto', 'native', 'mxnet'}
-    contexts : iterable of Context, optional
+    ctx : iterable of Context, optional
         Where the converted blocks will run; a non-CPU context rules the
-        native operators out (they are CPU-only).
+        native operators out (they are CPU-only). ``contexts=`` is the
+        deprecated name.
 
     Returns
     -------
@@ -87,10 +99,11 @@ def resolve_engine(engine="auto", contexts=None):
     ValueError
         For an unknown name, or ``'native'`` where the operators cannot run.
     """
+    ctx = _renamed_ctx(ctx, contexts, "resolve_engine")
     engine = check_engine(engine)
     if engine == "mxnet":
         return "mxnet", "engine='mxnet'"
-    devices = sorted({c.device_type for c in (contexts or ())} - {"cpu"})
+    devices = sorted({c.device_type for c in (ctx or ())} - {"cpu"})
     if devices:
         why = f"the native operators run on CPU only, not on {', '.join(devices)}"
     elif not ops.available():
@@ -154,7 +167,7 @@ def _swap(block, to_native):
     return swapped
 
 
-def to_native(block, engine="auto", contexts=None):
+def to_native(block, engine="auto", ctx=None, *, contexts=None):
     """Convert ``block`` and every block inside it to its native form, in place.
 
     Parameters
@@ -164,17 +177,19 @@ def to_native(block, engine="auto", contexts=None):
     engine : {'auto', 'native', 'mxnet'}, default 'auto'
         See :func:`resolve_engine`; ``'mxnet'`` (or ``'auto'`` where the
         operators cannot run) leaves ``block`` as it is.
-    contexts : iterable of Context, optional
-        Where it will run; by default its parameters' contexts.
+    ctx : iterable of Context, optional
+        Where it will run; by default its parameters' contexts
+        (``contexts=`` is the deprecated name).
 
     Returns
     -------
     Block
         ``block`` itself (:func:`native_blocks` lists what was converted).
     """
-    if contexts is None:
-        contexts = _contexts(block)
-    engine, _ = resolve_engine(engine, contexts)
+    ctx = _renamed_ctx(ctx, contexts, "to_native")
+    if ctx is None:
+        ctx = _contexts(block)
+    engine, _ = resolve_engine(engine, ctx)
     if engine == "native":
         _swap(block, True)
     return block
