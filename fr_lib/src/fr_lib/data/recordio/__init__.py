@@ -29,8 +29,10 @@ byte of which file is wrong.
 The package is split by responsibility (each module's docstring says what it
 holds): :mod:`.format` (chunks, headers, index, property), :mod:`.dataset`
 (``FaceRecordDataset``), :mod:`.decode` (``FaceBatchify``),
-:mod:`.batching` (``FaceRecordIter``, ``RecordBatches``) and :mod:`.writer`
-(``write_face_rec``, ``write_upright_rec``). Every public name is importable from here.
+:mod:`.batching` (``FaceRecordIter``, ``RecordBatches``), :mod:`.writer`
+(``write_face_rec``), :mod:`.workdirs` (its temporary folders,
+``remove_stale_work_dirs``) and :mod:`.upright` (``find_rotated_jpegs``,
+``write_upright_rec``). Every public name is importable from here.
 """
 # MAGIC and LEGACY_WORK_DIR_AGE are constants kept importable from here.
 from .format import (MAGIC, RecordFormatError, MissingIndexError, BadImageError,
@@ -39,8 +41,9 @@ from .format import (MAGIC, RecordFormatError, MissingIndexError, BadImageError,
 from .dataset import FaceRecordDataset, RawRecord
 from .decode import FaceBatchify
 from .batching import FaceRecordIter, RecordBatches
-from .writer import (write_face_rec, remove_stale_work_dirs, find_rotated_jpegs,
-                     write_upright_rec, LEGACY_WORK_DIR_AGE)
+from .writer import write_face_rec
+from .workdirs import remove_stale_work_dirs, LEGACY_WORK_DIR_AGE
+from .upright import find_rotated_jpegs, write_upright_rec
 
 __all__ = ["RecordFormatError", "MissingIndexError", "BadImageError",
            "read_property", "write_property", "read_index", "rebuild_index",

@@ -1,24 +1,24 @@
-"""Writing ``.rec``/``.idx``/``property`` sets atomically (``write_face_rec``) and re-encoding rotated JPEGs (``write_upright_rec``)."""
+"""Writing ``.rec``/``.idx``/``property`` sets atomically (``write_face_rec``):
+RecordIO chunks as dmlc-core writes them, InsightFace's header and identity
+records, an optional shuffle. The temporary folders it writes into are
+:mod:`.workdirs`'s; re-encoding rotated JPEGs is :mod:`.upright`'s."""
 import numbers
 import os
-import re
 import shutil
-import socket
 import struct
 import tempfile
-import time
 
 import numpy as np
 import mxnet as mx
 
-from ...utils.fileio import fsync_dir, pid_alive
+from ...utils.fileio import fsync_dir
 from ..transforms import decode_image, encode_jpeg
 from .format import (MAGIC, _IR_SIZE, _MAGIC_BYTES, BadImageError, _RecFile,
-                     _class_id, _pack, _parse_header)
-from .dataset import FaceRecordDataset
+                     _class_id, _pack)
+# remove_stale_work_dirs and LEGACY_WORK_DIR_AGE stay importable from here.
+from .workdirs import (LEGACY_WORK_DIR_AGE, _umask, _work_prefix,  # noqa: F401
+                       remove_stale_work_dirs)
 
-
-# -- writing --------------------------------------------------------------------
 
 class _RecWriter:
     """Writes RecordIO chunks exactly as dmlc-core does (splitting at magic)."""
@@ -163,163 +163,6 @@ def write_face_rec(out_dir, items, layout="insightface", shuffle_seed=None,
     return info
 
 
-def find_rotated_jpegs(dataset, prefix=4096):
-    """The image records holding a JPEG with an EXIF orientation other than 1.
-
-    Such a JPEG is stored on its side (or upside down, or mirrored) and only
-    a decoder that applies the tag shows it upright: OpenCV (the Gluon path)
-    does; MXNet's ``imdecode`` and DALI 1.35's decoders do not. ``fr-data
-    folder2rec`` never writes one; recs from other tools may hold some.
-
-    Parameters
-    ----------
-    dataset : FaceRecordDataset
-    prefix : int
-        Bytes of each payload read to find the tag (it sits in the first
-        segments of the file).
-
-    Returns
-    -------
-    list of (key, orientation)
-    """
-    from ..tools import jpeg_orientation
-    out = []
-    rec, path = dataset._rec, dataset.rec_path
-    for key, off in zip(dataset.keys.tolist(), dataset._offsets.tolist()):
-        where = dataset._where(key)
-        head, _ = rec.read_prefix(off, where, prefix)
-        start = _parse_header(head, path, where)[3]
-        orientation = jpeg_orientation(head[start:])
-        if orientation != 1:
-            out.append((key, orientation))
-    return out
-
-
-def write_upright_rec(src, out_dir, quality=95, progress=False):
-    """Copy a training set with every EXIF-rotated JPEG stored upright.
-
-    Records whose JPEG carries an EXIF orientation other than 1 are decoded
-    (OpenCV applies the tag) and re-encoded upright; all others keep their
-    bytes. The layout, the order and the class ids are kept (array labels of
-    a plain rec become their class id).
-
-    Parameters
-    ----------
-    src : FaceRecordDataset or str
-    out_dir : str
-    quality : int
-        JPEG quality of the re-encoded images.
-    progress : bool
-
-    Returns
-    -------
-    dict
-        As :func:`write_face_rec`, plus ``rotated``: the number of images
-        turned upright.
-    """
-    from ..tools import jpeg_orientation
-    ds = src if isinstance(src, FaceRecordDataset) else FaceRecordDataset(src)
-    if os.path.abspath(os.path.expanduser(out_dir)) == \
-            os.path.dirname(os.path.abspath(ds.rec_path)):
-        raise ValueError(f"{out_dir}: write the upright copy to another folder")
-    turned = [0]
-
-    def items():
-        for i in range(len(ds)):
-            raw = ds.read_raw(i)
-            data = raw.data
-            if data[:3] == b"\xff\xd8\xff" and jpeg_orientation(data) != 1:
-                data = encode_jpeg(decode_image(data), quality)
-                turned[0] += 1
-            yield raw.label, data
-
-    info = write_face_rec(out_dir, items(), layout=ds.layout,
-                          num_classes=ds.num_classes, progress=progress)
-    info["rotated"] = turned[0]
-    return info
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _host_tag():
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-
-
-def _work_prefix(out_dir):
-    """``.<name>.<host>-<pid>.``: the temporary folder names its writer, so a
-    later run can tell a dead writer's leftovers from a live writer's."""
-    return f".{os.path.basename(out_dir)}.{_host_tag()}-{os.getpid()}."
-
-
-#: A temporary folder of the older form (no writer named) whose files have
-#: not changed for this long is a dead writer's: a live one writes every image.
-LEGACY_WORK_DIR_AGE = 3600.0
-
-
-def _newest_mtime(path):
-    newest = os.stat(path).st_mtime
-    for d, _, files in os.walk(path):
-        for f in files:
-            try:
-                newest = max(newest, os.stat(os.path.join(d, f)).st_mtime)
-            except OSError:
-                pass
-    return newest
-
-
-def remove_stale_work_dirs(out_dir, legacy_age=LEGACY_WORK_DIR_AGE):
-    """Remove the temporary folders that a killed :func:`write_face_rec` of
-    ``out_dir`` left behind (``.<name>.<host>-<pid>.*.tmp`` beside or inside
-    ``out_dir``, written on this host by a process that no longer exists).
-
-    A ``SIGKILL`` (or a power cut) gives the writer no chance to clean up; the
-    next write of the same folder does it. Folders of live processes and of
-    other hosts (a shared file system) are left alone. Folders of the form
-    older fr_lib versions used (``.<name>.XXXXXXXX.tmp``, no writer named) are
-    removed once nothing in them has changed for ``legacy_age`` seconds.
-
-    Returns
-    -------
-    list of str
-        The folders removed.
-    """
-    out_dir = os.path.abspath(os.path.expanduser(out_dir))
-    base = re.escape(os.path.basename(out_dir))
-    pattern = re.compile(r"\." + base
-                         + r"\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
-    legacy = re.compile(r"\." + base + r"\.[a-z0-9_]{8}\.tmp$")
-    removed = []
-    for folder in (os.path.dirname(out_dir), out_dir):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            path = os.path.join(folder, name)
-            m = pattern.match(name)
-            if m:
-                pid = int(m.group("pid"))
-                if m.group("host") != _host_tag() or pid == os.getpid() or \
-                        pid_alive(pid):
-                    continue
-            elif not legacy.match(name):
-                continue
-            try:
-                if not os.path.isdir(path) or os.path.islink(path) or (
-                        not m and time.time() - _newest_mtime(path) < legacy_age):
-                    continue
-            except OSError:
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            if not os.path.exists(path):
-                removed.append(path)
-    return removed
-
-
 def _write_into(tmp, items, layout, shuffle_seed, image_size, num_classes,
                 quality, verify, progress):
     if progress:
@@ -430,3 +273,12 @@ def _shuffle_rec(path, offsets, seed):
         src.close()
     os.replace(shuffled, path)
     return new
+
+
+def __getattr__(name):
+    # find_rotated_jpegs and write_upright_rec moved to .upright (which imports
+    # this module): still importable from here.
+    if name in ("find_rotated_jpegs", "write_upright_rec"):
+        from . import upright
+        return getattr(upright, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
