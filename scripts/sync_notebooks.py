@@ -9,7 +9,8 @@ runs, e.g. ``file:///path/to/clone`` in ``scripts/colab_sim.py``). On Colab it
 pip-installs fr_lib when its ``fr_colab`` module is missing (checking pip's
 exit status) and calls ``fr_colab.setup()``, which completes the install with
 ``fr_install --colab`` only while ``fr_install --check --colab`` fails; it
-prints nothing elsewhere. Then it reads the quick-mode switch ``FR_QUICK``.
+prints nothing elsewhere. Then it sets the OpenMP threads explicitly
+(``fr_lib.configure_threads()``) and reads the quick-mode switch ``FR_QUICK``.
 Notebooks are committed without outputs.
 """
 import argparse
@@ -21,8 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "# 本书每节的第一个代码单元"
 
 SETUP_CELL = """\
-# 本书每节的第一个代码单元：在 Colab 上检查并补装 fr_lib 和本书用到的包（出错时
-# 说明该运行什么，重新运行本单元即重试）；然后读取快速模式开关 FR_QUICK。
+# 本书每节的第一个代码单元：在 Colab 上补装 fr_lib 等包；设置线程；读 FR_QUICK。
 import importlib.util, os, subprocess, sys
 if 'google.colab' in sys.modules:
     REPO = os.getenv('FR_REPO_URL', '{url}')
@@ -34,8 +34,9 @@ if 'google.colab' in sys.modules:
             raise RuntimeError(f'{{r.stderr}}\\n安装 fr_lib 失败，请运行 !{{pip}}')
         importlib.invalidate_caches()
     __import__('fr_colab').setup()
-from fr_lib.utils import quick_mode
-QUICK = quick_mode()"""
+import fr_lib
+fr_lib.configure_threads()  # 每个 CPU 核一个 OpenMP 线程
+QUICK = fr_lib.utils.quick_mode()"""
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python",
               "name": "python3"}
