@@ -1,42 +1,16 @@
-"""Start a parameter-server cluster for ``kvstore='dist_sync'`` on one machine.
-
-MXNet's distributed kvstore needs three kinds of process, told apart by
-environment variables: one *scheduler*, which introduces the others; one or
-more *servers*, which hold the weights and sum the workers' gradients; and the
-*workers*, which run the training script. A process that imports ``mxnet``
-with ``DMLC_ROLE=server`` or ``scheduler`` becomes that role and never returns
-to the script, so a server is simply ``python -c "import mxnet"``.
-
-:func:`launch_local` starts all of them on 127.0.0.1 (what the book and the
-tests do); on a cluster the same variables are set on each machine, with
-``DMLC_PS_ROOT_URI`` the scheduler's address (see the appendix "recipes").
-
-Command line::
-
-    python -m fr_lib.train.launch -n 2 -s 1 -- python train.py --kvstore dist_sync
-
-Every process of the cluster runs in its own process group, and the
-launcher keeps their ids: when the launcher is stopped (SIGTERM, SIGINT /
-Ctrl-C, or an error) it forwards SIGTERM to every group (the workers' own
-children included), waits ``grace`` seconds and then SIGKILLs what is left,
-so no scheduler, server or worker outlives it (on Linux they also receive
-SIGTERM if the launcher itself is SIGKILLed). A worker that makes no
-progress is detected by a heartbeat: progress is any output of the worker
-on stdout/stderr (the launcher relays it) or a touch of the file named by
-its ``FR_HEARTBEAT_FILE`` variable (:func:`heartbeat`; ``fr-train`` does
-this after its steps, at most every 5 s); after
-``heartbeat_timeout`` seconds without either (default 1800; 0 turns the
-check off) the cluster is stopped with :class:`LaunchError` naming the
-worker and its state (e.g. stopped by SIGSTOP).
+"""The cluster itself: the ``DMLC_*`` environment of each process
+(:func:`cluster_env`), the worker's heartbeat (:func:`heartbeat`) and
+:func:`launch_local`, which starts the scheduler, servers and workers and
+watches them until they finish, fail or stop making progress.
 """
-import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from .processes import _STATES, _child_setup, _relay, _state, _stop
 
 __all__ = ["launch_local", "cluster_env", "free_port", "heartbeat", "LaunchError",
            "HEARTBEAT_TIMEOUT"]
@@ -108,99 +82,6 @@ def heartbeat():
                 os.utime(path)
         except OSError:
             pass
-
-
-def _prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()  # looked up here: the child must not import after fork
-
-
-def _child_setup():  # pragma: no cover - runs in the child before exec
-    os.setsid()  # its own process group: signalled as a whole, not by a terminal
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM if the launcher dies
-
-
-def _signal_group(p, sig):
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _stop(procs, grace=10.0):
-    """SIGTERM every process group (SIGCONT too, so stopped ones can act on it),
-    wait up to ``grace`` seconds, then SIGKILL the groups."""
-    for p in procs:
-        if p.poll() is None:
-            _signal_group(p, signal.SIGTERM)
-            _signal_group(p, signal.SIGCONT)
-    deadline = time.time() + grace
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:
-        # also the group's other members (a worker's data-loading children)
-        _signal_group(p, signal.SIGKILL)
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
-def _relay(src, dst, worker, last_seen):
-    """Copy a worker's output to ``dst`` and note when it last said something."""
-    fd = src.fileno()
-    if dst == subprocess.DEVNULL:
-        dst = None
-    if isinstance(dst, int):  # a file descriptor
-        out = dst
-    else:
-        try:
-            dst.flush()
-            out = dst.fileno()
-        except (AttributeError, OSError, ValueError):  # e.g. pytest's captured stdout
-            out = None
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        last_seen[worker] = time.monotonic()
-        try:
-            if out is not None:
-                os.write(out, chunk)
-            elif dst is not None:
-                dst.write(chunk.decode("utf-8", "replace"))
-                dst.flush()
-        except Exception:  # noqa: BLE001 - keep draining the pipe whatever happens
-            out = dst = None
-    src.close()
-
-
-def _state(pid):
-    """The process state letter from /proc (Linux), e.g. 'T' when stopped."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-_STATES = {"T": "stopped (SIGSTOP?)", "t": "stopped by a debugger",
-           "D": "in uninterruptible I/O", "Z": "a zombie", "S": "sleeping",
-           "R": "running"}
 
 
 def launch_local(command, num_workers=2, num_servers=1, port=None, env=None,
@@ -374,81 +255,3 @@ def _tail(logs, name, n=2000):
             return log.read().decode("utf-8", "replace")[-n:]
     return ""
 
-
-class _Signalled(BaseException):
-    """SIGTERM/SIGINT reached the launcher (stops the cluster on the way out)."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum, frame):
-    # further signals while the cluster is being stopped are ignored
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-    raise _Signalled(signum)
-
-
-def _main(argv=None):
-    from ..cli import ArgumentParser, add_debug_flag
-    parser = ArgumentParser(
-        prog="python -m fr_lib.train.launch",
-        description="Run a command as the workers of a local dist_sync "
-                    "cluster (scheduler and servers on 127.0.0.1). SIGTERM or "
-                    "Ctrl-C stops the whole cluster; a worker without output or "
-                    "heartbeat for --heartbeat-timeout seconds stops it with an "
-                    "error. Errors are one line on stderr with exit code 2.")
-    parser.add_argument("-n", "--num-workers", type=int, default=2)
-    parser.add_argument("-s", "--num-servers", type=int, default=1)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds the whole run may take (default: no limit)")
-    parser.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
-                        help="seconds a worker may go without output or heartbeat "
-                             "(FR_HEARTBEAT_FILE) before the cluster is stopped "
-                             f"(default {HEARTBEAT_TIMEOUT:g}; 0: never)")
-    parser.add_argument("--grace", type=float, default=10.0,
-                        help="seconds between SIGTERM and SIGKILL when the cluster "
-                             "is stopped (default 10)")
-    add_debug_flag(parser)
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the worker command, after --")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("give the worker command after --")
-    for name in ("num_workers", "num_servers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.heartbeat_timeout < 0:
-        parser.error("--heartbeat-timeout must be >= 0")
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, _on_signal)
-    try:
-        launch_local(command, args.num_workers, args.num_servers, args.port,
-                     timeout=args.timeout, heartbeat_timeout=args.heartbeat_timeout,
-                     grace=args.grace)
-    except _Signalled as s:
-        name = signal.Signals(s.signum).name
-        print(f"python -m fr_lib.train.launch: {name} received; the cluster was "
-              "stopped", file=sys.stderr)
-        return 128 + s.signum
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-def main(argv=None):
-    """Entry point of ``python -m fr_lib.train.launch`` (see ``--help``)."""
-    from ..cli import run_main
-    return run_main("python -m fr_lib.train.launch")(_main)(argv)
-
-
-if __name__ == "__main__":
-    # run the copy in sys.modules (its LaunchError is the one callers catch)
-    from fr_lib.train.launch import main as _main_of_module
-    sys.exit(_main_of_module())
