@@ -2,9 +2,11 @@
 section that introduces it (as d2l's "Defined in :numref:" does).
 
 The sections are read from the notebooks' code cells, in ``_toc.yml`` order:
-``from fr_lib... import name`` and ``fr_lib.a.b.name`` uses; the first section
-that uses a function or class is the one that introduces it. Its docstring
-gets one paragraph after the summary::
+``from fr_lib... import name`` and ``fr_lib.a.b.name`` uses, and ``alias.name``
+after a module is imported (``from fr_lib import metrics`` then
+``metrics.l2_normalize``); the first section that uses a function or class is
+the one that introduces it. Its docstring gets one paragraph after the
+summary::
 
     Book: introduced in ``chapter_loss/loss-comparison`` (比较：同一份数据上的所有损失).
 
@@ -74,6 +76,27 @@ def _resolve(dotted):
     return obj
 
 
+def _imported(listed):
+    """(name, alias) of each item of a ``from ... import`` list."""
+    items = re.sub(r"#[^\n]*", "", listed).strip().strip("()")
+    for item in items.split(","):
+        parts = item.split()
+        if len(parts) == 3 and parts[1] == "as" and parts[0].isidentifier():
+            yield parts[0], parts[2]
+        elif len(parts) == 1 and parts[0].isidentifier():
+            yield parts[0], parts[0]
+
+
+def _is_module(dotted):
+    """Whether the dotted fr_lib name is a module (or package); imported here,
+    as fr_lib's lazy packages load their submodules on first use."""
+    try:
+        importlib.import_module(dotted)
+    except ImportError:
+        return False
+    return True
+
+
 def book_uses():
     """{(module, qualname): [(section, title), ...]} in _toc order."""
     import sync_notebooks
@@ -85,9 +108,11 @@ def book_uses():
         code = "\n".join(src for kind, src in _cells(path) if kind == "code")
         names = set(ATTR.findall(code))
         for module, listed in IMPORT.findall(code):
-            for name in re.split(r"[,\s()]+", listed.split("#")[0]):
-                if name and name != "as" and name.isidentifier():
-                    names.add(f"{module}.{name}")
+            for name, alias in _imported(listed):
+                names.add(f"{module}.{name}")
+                if _is_module(f"{module}.{name}"):  # metrics.l2_normalize(...)
+                    names.update(f"{module}.{name}.{attr}" for attr in
+                                 re.findall(rf"(?<![\w.]){alias}\.(\w+)", code))
         section = entry.replace("book/", "", 1)
         for dotted in sorted(names):
             obj = _resolve(dotted)
