@@ -73,7 +73,7 @@ def test_too_old_numpy_is_refused():
 
 
 def test_financial_functions_match_hand_calculations():
-    f = fr_numpy_compat
+    import fr_numpy_financial as f  # what fr_numpy_compat adds as np.fv, np.pmt, ...
     # payment of a 15-year, 200,000 loan at 7.5 % a year, monthly
     r, n, pv = 0.075 / 12, 15 * 12, 200000.0
     by_hand = -pv * r * (1 + r) ** n / ((1 + r) ** n - 1)
