@@ -92,8 +92,11 @@ def check_recipe(recipe):
             return
         kwargs = cfg[kwargs_option] or {}
         if registry is LOSSES and contract_of(cfg[option]).needs_num_classes:
-            # the trainer passes num_classes (the contract says it is needed)
-            kwargs = dict(kwargs, num_classes=kwargs.get("num_classes", 2))
+            # the trainer passes num_classes (the contract says it is needed):
+            # the recipe's, else the data's, unknown until it is read; 100
+            # stands for it (L2-Softmax, for one, needs at least 3 classes)
+            kwargs = dict(kwargs, num_classes=kwargs.get("num_classes")
+                          or cfg.get("num_classes") or 100)
         msg = _check_kwargs(f"train.{kwargs_option}", factory, kwargs)
         if msg:
             errors.append(msg)
