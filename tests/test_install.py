@@ -145,7 +145,8 @@ def test_check_cli():
 
 def test_failed_step_prints_one_line(monkeypatch, capsys):
     broken = fr_install.Step("book packages", [sys.executable, "-c", "raise SystemExit(3)"])
-    monkeypatch.setattr(fr_install, "plan", lambda *a, **k: ([broken], []))
+    # main() (fr_install/cli.py) runs the steps of the plan it imported
+    monkeypatch.setattr(fr_install.cli, "plan", lambda *a, **k: ([broken], []))
     assert fr_install.main(["--gpu-cc", "none", "--book"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
