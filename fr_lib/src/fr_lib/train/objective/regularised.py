@@ -39,8 +39,6 @@ class RegularisedObjective(Objective):
     named by ``name`` (its contract sets ``regularizer_weight``: ``center``,
     ``ring``). ``Objective(name, ...)`` builds this class for such a name.
 
-    Book: introduced in ``chapter_loss/center-ring`` (中心损失与环损失).
-
     Parameters
     ----------
     name, loss_kwargs, num_classes, pk, head_kind, partial_fc
