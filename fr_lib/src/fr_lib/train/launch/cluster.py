@@ -34,6 +34,8 @@ def cluster_env(role, num_workers, num_servers, port, host="127.0.0.1",
                 base=None):
     """The ``DMLC_*`` variables for one process of the cluster.
 
+    Book: introduced in ``chapter_training/kvstore`` (kvstore 与参数服务器).
+
     Parameters
     ----------
     role : {'scheduler', 'server', 'worker'}
@@ -88,6 +90,8 @@ def launch_local(command, num_workers=2, num_servers=1, port=None, env=None,
                  timeout=None, cwd=None, stdout=None, stderr=None,
                  heartbeat_timeout=HEARTBEAT_TIMEOUT, grace=10.0):
     """Run ``command`` as ``num_workers`` workers of a local ``dist_sync`` cluster.
+
+    Book: introduced in ``chapter_training/kvstore`` (kvstore 与参数服务器).
 
     Parameters
     ----------
