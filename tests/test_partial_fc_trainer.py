@@ -133,7 +133,8 @@ def test_refusals_name_the_reason(tmp_path):
     for loss, why in (("curricularface", "running state"),
                       ("subcenter_arcface", "k centres per class"),
                       ("softmax", "needs a cosine loss"),
-                      ("center", "consumes the embeddings")):
+                      ("lgm", "consumes the embeddings"),
+                      ("center", "it is a regulariser on the embeddings")):
         assert why in loss_refusal(loss, head="partial_fc"), loss
         with pytest.raises(ValueError, match=why):
             _trainer(tmp_path, loss=loss, loss_kwargs={})
@@ -153,7 +154,8 @@ def test_refusals_name_the_reason(tmp_path):
 
 def test_renamed_options_warn_and_still_work():
     with pytest.warns(DeprecationWarning, match="'num_workers' is now called "
-                                                "'decode_threads'"):
+                                                "'decode_threads'"), \
+            pytest.warns(DeprecationWarning, match="'contexts' is now called 'ctx'"):
         cfg = TrainConfig(num_workers=3, contexts=["cpu(0)"])
     assert cfg.decode_threads == 3 and cfg.ctx == ["cpu(0)"]
     assert "num_workers" not in cfg.to_dict() and "contexts" not in cfg.to_dict()

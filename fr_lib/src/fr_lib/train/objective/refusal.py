@@ -25,8 +25,9 @@ def _head_refusal(c, head):
     if head == "auto":
         return None
     if c.regularizer_weight is not None:
-        return (f"a regulariser is added to {BASE_LOSS!r} on the Dense head "
-                f"head='auto' builds; head={head!r} is not supported with it")
+        return (f"it is a regulariser on the embeddings, added to {BASE_LOSS!r} on "
+                f"the Dense head that head='auto' builds; head={head!r} is not "
+                "supported with it")
     if c.head != "normdense":
         has = "no head (it consumes the embeddings)" if c.head is None else \
             f"a {c.head!r} head"
