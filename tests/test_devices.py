@@ -164,9 +164,12 @@ def test_face_trainer_uses_every_default_device_in_the_quick_recipe(
     r = recipes.load_recipe("quick-synthetic", sets, quick=True)
     recipes.prepare_data(r, progress=False)
     cfg = TrainConfig.from_dict(r["train"])
-    assert cfg.contexts is None  # the recipe leaves the choice to get_devices
+    assert cfg.ctx is None  # the recipe leaves the choice to get_devices
     trainer = FaceTrainer(cfg, RecordBatches(cfg.data, batch_size=8))
-    assert trainer.contexts == TWO  # no GPU: the recipe's two CPU contexts
+    assert trainer.ctx == TWO  # no GPU: the recipe's two CPU contexts
+    # the old name (TrainConfig.contexts: test_partial_fc_trainer.py) warns
+    with pytest.warns(DeprecationWarning, match="FaceTrainer.contexts is now"):
+        assert trainer.contexts == TWO
     trainer.fit()
     assert _contexts(trainer.net) == {tuple(TWO)}
 

@@ -453,7 +453,7 @@ def test_fallback_trainer_rejects_labels_before_the_graph(tmp_path):
 
 def test_resume_with_full_disk_names_the_log_and_the_disk(tmp_path, monkeypatch):
     _trainer(tmp_path, max_iters=5, resume=False).fit()
-    from fr_lib.train import trainer as trainer_module
+    from fr_lib.train.trainer import run_dir as trainer_module
 
     def no_space(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")

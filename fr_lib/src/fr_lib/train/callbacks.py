@@ -11,9 +11,14 @@ bar.  That is a callback: an object with three hooks,
 ``on_begin(trainer)``           before the first step of ``fit()``
 ``on_iteration(trainer, rec)``  after every step; ``rec`` is ``{'iteration',
                                 'loss', 'lr', 'skipped', 'images',
-                                'seconds'}`` (``loss`` is None for a skipped
-                                non-finite step; ``images`` and ``seconds``:
-                                the batch size and the time of the step)
+                                'seconds', 'max_iters'}`` (``loss`` is None
+                                for a skipped non-finite step; ``images`` and
+                                ``seconds``: the batch size and the time of
+                                the step; ``max_iters``: where this ``fit()``
+                                stops)
+``on_train_end(trainer)``       after the last step of ``fit()``, before its
+                                final checkpoint (which then holds what the
+                                hook changed: the best verification metric)
 ``on_end(trainer, result)``     after ``fit()``, with its
                                 :class:`~fr_lib.train.trainer.TrainResult`
 ==============================  ===============================================
@@ -27,13 +32,16 @@ hook (calling a :class:`Callback` is its ``on_iteration``).
 >>> trainer.fit(); history.history['test_acc']
 """
 import math
+import os
+
+import numpy as np
 
 __all__ = ["Callback", "EpochHistory", "AnimatorCallback", "ProgressBar",
-           "epoch_finished"]
+           "Verification", "load_val_sets", "epoch_finished"]
 
 
 class Callback:
-    """A training-loop callback: override any of the three hooks."""
+    """A training-loop callback: override any of the hooks."""
 
     def on_begin(self, trainer):
         """Before the first step of :meth:`~fr_lib.train.trainer.FaceTrainer.fit`."""
@@ -41,6 +49,10 @@ class Callback:
     def on_iteration(self, trainer, record):
         """After every step (``record``: iteration, loss, lr, skipped,
         images, seconds)."""
+
+    def on_train_end(self, trainer):
+        """After the last step of :meth:`~fr_lib.train.trainer.FaceTrainer.fit`,
+        before its final checkpoint."""
 
     def on_end(self, trainer, result):
         """After :meth:`~fr_lib.train.trainer.FaceTrainer.fit` (``result``:
@@ -197,3 +209,116 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def load_val_sets(entries, data_dir=None):
+    """``name -> VerificationSet`` of ``.bin`` files: paths, or names of
+    ``<name>.bin`` files in ``data_dir`` (``TrainConfig.val_sets`` and
+    ``TrainConfig.data``)."""
+    from ..data.binfile import read_bin
+    sets = {}
+    for entry in entries:
+        path = os.path.expanduser(entry)
+        if not os.path.exists(path) and data_dir:
+            path = os.path.join(os.path.expanduser(data_dir), entry + ".bin")
+        vs = read_bin(path)
+        sets[vs.name] = vs
+    return sets
+
+
+class Verification(Callback):
+    """Verify the backbone on pair sets during training and keep the best one.
+
+    Every ``every`` iterations (not at the last one) and once after the last
+    step of each ``fit()`` (unless it just did), the backbone is evaluated
+    with :class:`~fr_lib.metrics.VerificationEvaluator`. What it finds goes
+    to the trainer: ``trainer.results`` (``name -> VerificationReport``),
+    ``trainer.best_metric`` and ``trainer.best_iteration`` (kept in its
+    checkpoints, so a resumed run knows its best) and a ``'verify'`` record
+    in the log. An improvement is saved as ``checkpoints/best-<iteration>``
+    (rank 0), unless the weights are those of a streak of skipped steps or
+    hold a non-finite value. :class:`~fr_lib.train.trainer.FaceTrainer` adds
+    one itself for ``val_sets`` / ``TrainConfig.val_sets``.
+
+    Parameters
+    ----------
+    val_sets : dict or list
+        ``name -> (images, issame)`` or :class:`~fr_lib.data.VerificationSet`,
+        or a list of ``.bin`` paths (see :func:`load_val_sets`).
+    every : int, default 0
+        Verify every so many iterations (0: only at the end).
+    batch_size : int, default 64
+    best_metric : str, optional
+        The set whose accuracy selects the best model; None: the mean
+        accuracy over all sets.
+    data_dir : str, optional
+        Where names in a list of ``.bin`` files are looked for.
+    ctx : Context, optional
+        Default: the trainer's first context.
+
+    Attributes
+    ----------
+    verified_at : int or None
+        The iteration of the last verification.
+    """
+
+    def __init__(self, val_sets, every=0, batch_size=64, best_metric=None,
+                 data_dir=None, ctx=None):
+        from ..utils.checks import check_int
+        self.every = check_int("every", every, 0)
+        self.sets = dict(val_sets) if isinstance(val_sets, dict) else \
+            load_val_sets(val_sets, data_dir)
+        if not self.sets:
+            raise ValueError("Verification needs at least one pair set")
+        self.batch_size, self.best_metric, self.ctx = int(batch_size), best_metric, ctx
+        self.evaluator, self.verified_at = None, None
+
+    def get_evaluator(self, trainer):
+        """The :class:`~fr_lib.metrics.VerificationEvaluator` (made on first use)."""
+        if self.evaluator is None:
+            from ..metrics.evaluator import VerificationEvaluator
+            self.evaluator = VerificationEvaluator(
+                self.sets, batch_size=self.batch_size,
+                ctx=self.ctx if self.ctx is not None else trainer.ctx[0],
+                progress=False)
+        return self.evaluator
+
+    def on_iteration(self, trainer, record):
+        it = record["iteration"]
+        if self.every and it % self.every == 0 and \
+                it < record.get("max_iters", math.inf):
+            self.verify(trainer)
+
+    def on_train_end(self, trainer):
+        if self.verified_at != trainer.iteration:
+            self.verify(trainer)
+
+    def verify(self, trainer):
+        """Verify ``trainer.net`` now; returns ``name -> VerificationReport``."""
+        results = self.get_evaluator(trainer).evaluate(trainer.net)
+        trainer.results = results
+        self.verified_at = it = trainer.iteration
+        name = self.best_metric
+        if name is not None and name not in results:
+            raise ValueError(f"best_metric {name!r} is not one of the sets "
+                             f"{list(results)}")
+        metric = results[name].accuracy if name else \
+            float(np.mean([r.accuracy for r in results.values()]))
+        record = {"event": "verify", "iteration": it, "metric": metric}
+        for k, r in results.items():
+            record[k] = {"accuracy": r.accuracy, "std": r.std, "auc": r.auc, "eer": r.eer}
+        # the weights of a bad streak are the restored good ones, but no
+        # checkpoint is written during a streak (save_checkpoint)
+        improved = (trainer.best_metric is None or metric > trainer.best_metric) \
+            and trainer.saveable()
+        if improved:
+            trainer.best_metric, trainer.best_iteration = metric, it
+            if trainer.is_writer:
+                trainer.best_checkpoints.save(
+                    it, {"backbone.params": trainer.net.save_parameters},
+                    {"metric": metric, "iteration": it,
+                     "results": {k: v for k, v in record.items()
+                                 if isinstance(v, dict)}})
+        record["best"] = improved
+        trainer.log(record)
+        return results
