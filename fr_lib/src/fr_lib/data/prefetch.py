@@ -12,6 +12,8 @@ the source back to the consumer's position.
 import queue
 import threading
 
+from ..utils.checks import check_int
+
 __all__ = ["Prefetcher"]
 
 
@@ -73,10 +75,8 @@ class Prefetcher:
                 raise TypeError(f"Prefetcher needs a source with {attr}(), got "
                                 f"{type(source).__name__}")
         self._name = getattr(source, "name", type(source).__name__)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        self.depth = check_int("depth", depth, 1)
         self.source = source
-        self.depth = depth
         self._thread = self._queue = self._stop = None
         self._state = None  # the consumer's position while the thread runs
 
