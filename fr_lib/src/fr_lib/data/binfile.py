@@ -25,6 +25,7 @@ import pickle
 import numpy as np
 import mxnet as mx
 
+from ..utils.checks import check_int
 from ..utils.fileio import atomic_write_bytes
 from .transforms import decode_image, encode_jpeg, flip_batch, normalize_batch
 
@@ -130,8 +131,7 @@ class VerificationSet:
         NDArray or (NDArray, NDArray)
             ``X`` or ``(X, X_flipped)``, each ``(B, 3, H, W)``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int("batch_size", batch_size, 1)
         n = self.images.shape[0]
         for lo in range(0, n, batch_size):
             x = self.images[lo:min(lo + batch_size, n)]

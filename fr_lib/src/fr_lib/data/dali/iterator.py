@@ -3,6 +3,7 @@ import os
 
 import mxnet as mx
 
+from ...utils.checks import check_int
 from ..source import BatchSource, check_state, shard
 from ..transforms import PIXEL_MEAN, PIXEL_SCALE
 from . import _import_dali
@@ -123,8 +124,7 @@ class DaliFaceIter(BatchSource):
                  shuffle_buffer=4096, prefetch_queue_depth=2, index_path=None,
                  check=True):
         _import_dali()  # a clear ImportError before any work
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int("batch_size", batch_size, 1)
         if not 0 <= shard_id < num_shards:
             raise ValueError(f"need 0 <= shard_id < num_shards, got shard_id="
                              f"{shard_id}, num_shards={num_shards}")

@@ -85,8 +85,7 @@ class FaceRecordIter(BatchSource):
         if last_batch not in ("keep", "discard"):
             raise ValueError(f"last_batch must be 'keep' or 'discard', got "
                              f"{last_batch!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int("batch_size", batch_size, 1)
         self.num_parts, self.part_index = check_part(num_parts, part_index)
         if batch_sampler is not None and self.num_parts > 1:
             raise ValueError("num_parts/part_index shard the shuffled order; with a "
