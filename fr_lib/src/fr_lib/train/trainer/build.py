@@ -173,7 +173,7 @@ def build_objectives(cfg, num_classes, head, pk, objective=None, partial_fc_args
                 raise ValueError(f"head='partial_fc': {partial_fc_refusal(cfg, True)}")
             pfc = partial_fc_args
         objective = Objective(cfg.loss, cfg.loss_kwargs, num_classes, head, pk,
-                              head_kind, pfc)
+                              head_kind, pfc, regularizer_weight=cfg.regularizer_weight)
     if not cfg.loss_warmup_iters:
         return objective, None
     if not objective.has_head:

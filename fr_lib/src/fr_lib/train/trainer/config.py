@@ -41,6 +41,12 @@ class TrainConfig:
         which extra inputs and state it needs (:mod:`fr_lib.train.objective`).
         Metric losses on P×K batches are refused with the reason.
     loss_kwargs : dict
+    regularizer_weight : float or None
+        λ of a regulariser (a loss whose contract sets
+        ``regularizer_weight``: ``center``, ``ring``), which trains as
+        ``softmax + λ·loss`` on a ``Dense`` head
+        (:class:`~fr_lib.train.objective.RegularisedObjective`); None: the
+        contract's default (0.1 and 0.01). Refused for the other losses.
     head : str
         ``'auto'`` (default): the head of the loss's contract (above);
         ``'normdense'``: the same, insisting that it is a ``NormDense``;
@@ -200,6 +206,7 @@ class TrainConfig:
     num_classes: int = 0
     loss: str = "arcface"
     loss_kwargs: dict = field(default_factory=dict)
+    regularizer_weight: float = None
     head: str = "auto"
     sample_rate: float = 0.1
     partial_fc_softmax: str = "auto"
