@@ -76,9 +76,10 @@ again itself.
 The package, one module per responsibility:
 
 - :mod:`~fr_lib.train.trainer.config`: :class:`TrainConfig` (with the renamed
-  options and :func:`exclude_from_weight_decay`) and :class:`TrainResult`;
+  options) and :class:`TrainResult`;
 - :mod:`~fr_lib.train.trainer.build`: what is built before the first step
-  (devices and kvstore, AMP, head + loss, engine, ``gluon.Trainer``);
+  (devices and kvstore, AMP, head + loss, engine, ``gluon.Trainer`` and
+  :func:`exclude_from_weight_decay`);
 - :mod:`~fr_lib.train.trainer.face_trainer`: :class:`FaceTrainer`, its
   construction and the loop (``fit``);
 - :mod:`~fr_lib.train.trainer.step`: one step (forward, backward, allreduce,
@@ -98,9 +99,10 @@ The package, one module per responsibility:
 # sharding rule and the prefetcher: fr_lib.data.source); importable from here.
 from ...data.source import ArrayBatches  # noqa: F401
 from ...data.recordio import RecordBatches  # noqa: F401
-from .config import (NO_WD_SUFFIXES, RENAMED_OPTIONS, TrainConfig,  # noqa: F401
-                     TrainResult, exclude_from_weight_decay, renamed_options)
-from .build import loss_refusal, partial_fc_refusal  # noqa: F401
+from .config import (RENAMED_OPTIONS, TrainConfig, TrainResult,  # noqa: F401
+                     renamed_options)
+from .build import (NO_WD_SUFFIXES, exclude_from_weight_decay,  # noqa: F401
+                    loss_refusal, partial_fc_refusal)
 from .guard import NonFiniteError  # noqa: F401
 from .face_trainer import FaceTrainer  # noqa: F401
 from .entry import train  # noqa: F401

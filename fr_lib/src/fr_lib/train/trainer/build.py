@@ -1,7 +1,8 @@
 """What :class:`~fr_lib.train.trainer.FaceTrainer` builds from a
 :class:`~fr_lib.train.trainer.TrainConfig` before the first step: the devices
 and the kvstore, AMP, the objectives (head + loss, from the loss's contract),
-the engine, the parameters' initial values and the ``gluon.Trainer``.
+the engine, the parameters' initial values and the ``gluon.Trainer`` (with
+no weight decay on BatchNorm, biases and PReLU slopes if asked).
 
 Each piece is a function of the config (and of what was built before it), so
 that the trainer's constructor reads as the list of what it owns. The
@@ -19,7 +20,12 @@ from ...native.backend import check_engine, to_native
 from ...utils.checks import check_int
 from ..objective import Objective, objective_refusal
 
-__all__ = ["loss_refusal", "partial_fc_refusal"]
+__all__ = ["loss_refusal", "partial_fc_refusal", "exclude_from_weight_decay",
+           "NO_WD_SUFFIXES"]
+
+#: Parameter-name endings left out of weight decay by ``no_wd=True``:
+#: BatchNorm scale and shift, biases, PReLU slopes.
+NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 
 
 def loss_refusal(name, pk=False, head="auto"):
@@ -252,6 +258,28 @@ def make_step_nets(cfg, engine, net, objectives, ctx):
             if step_net is not None:
                 step_net.hybridize(static_alloc=True)
     return steps
+
+
+def exclude_from_weight_decay(params, suffixes=NO_WD_SUFFIXES):
+    """Set ``wd_mult = 0`` on parameters whose names end with ``suffixes``.
+
+    Parameters
+    ----------
+    params : ParameterDict or dict
+    suffixes : tuple of str
+        Default: BatchNorm gamma/beta, biases and PReLU slopes.
+
+    Returns
+    -------
+    list of str
+        The names of the excluded parameters.
+    """
+    names = []
+    for name, p in params.items():
+        if name.endswith(tuple(suffixes)):
+            p.wd_mult = 0.0
+            names.append(name)
+    return names
 
 
 def make_gluon_trainer(params, cfg, lr, devices, amp=None):

@@ -1,6 +1,5 @@
 """What goes into a training run and what comes out: :class:`TrainConfig`
-(with its renamed options and which parameters get no weight decay) and
-:class:`TrainResult`.
+(with its renamed options) and :class:`TrainResult`.
 
 A :class:`TrainConfig` is plain values (a YAML recipe maps onto it, see
 :mod:`fr_lib.recipes`); :class:`~fr_lib.train.trainer.FaceTrainer` builds
@@ -11,12 +10,7 @@ import functools
 import warnings
 from dataclasses import dataclass, field
 
-__all__ = ["TrainConfig", "TrainResult", "RENAMED_OPTIONS", "renamed_options",
-           "exclude_from_weight_decay", "NO_WD_SUFFIXES"]
-
-#: Parameter-name endings left out of weight decay by ``no_wd=True``:
-#: BatchNorm scale and shift, biases, PReLU slopes.
-NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
+__all__ = ["TrainConfig", "TrainResult", "RENAMED_OPTIONS", "renamed_options"]
 
 
 @dataclass
@@ -127,7 +121,7 @@ class TrainConfig:
     wd : float
     no_wd : bool
         No weight decay on parameters whose names end with
-        :data:`NO_WD_SUFFIXES`.
+        :data:`~fr_lib.train.trainer.build.NO_WD_SUFFIXES`.
     multi_precision : bool
         Keep float32 master weights for float16 parameters.
     clip_gradient : float or None
@@ -344,28 +338,6 @@ def _renamed_property(old, new):
 TrainConfig.__init__ = _accept_renamed(TrainConfig.__init__)
 for _old, _new in RENAMED_OPTIONS.items():
     setattr(TrainConfig, _old, _renamed_property(_old, _new))
-
-
-def exclude_from_weight_decay(params, suffixes=NO_WD_SUFFIXES):
-    """Set ``wd_mult = 0`` on parameters whose names end with ``suffixes``.
-
-    Parameters
-    ----------
-    params : ParameterDict or dict
-    suffixes : tuple of str
-        Default: BatchNorm gamma/beta, biases and PReLU slopes.
-
-    Returns
-    -------
-    list of str
-        The names of the excluded parameters.
-    """
-    names = []
-    for name, p in params.items():
-        if name.endswith(tuple(suffixes)):
-            p.wd_mult = 0.0
-            names.append(name)
-    return names
 
 
 @dataclass

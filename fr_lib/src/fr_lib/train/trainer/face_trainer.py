@@ -5,16 +5,15 @@ fr_lib (:meth:`FaceTrainer.fit`); its parts are the other modules of
 import logging
 import time
 
-import numpy as np
-import mxnet as mx
 from mxnet import gluon
 
 from ...model_zoo import get_model
 from ..callbacks import ProgressBar, Verification
 from ..schedule import make_schedule
-from .build import (build_objectives, check_config, choose_engine, init_amp,
-                    initialize, make_gluon_trainer, make_step_nets, setup_devices)
-from .config import TrainConfig, TrainResult, exclude_from_weight_decay
+from .build import (build_objectives, check_config, choose_engine,
+                    exclude_from_weight_decay, init_amp, initialize,
+                    make_gluon_trainer, make_step_nets, setup_devices)
+from .config import TrainConfig, TrainResult
 from .guard import StepGuard
 from .resume import CheckpointMixin
 from .run_dir import RunDirectory
@@ -198,22 +197,6 @@ class FaceTrainer(StepMixin, CheckpointMixin):
         self.callbacks.append(Verification(
             sets, every=cfg.verify_every, batch_size=cfg.val_batch_size,
             best_metric=cfg.best_metric, data_dir=cfg.data, ctx=self.ctx[0]))
-
-    def rng(self, stream):
-        """The trainer's NumPy generator for stream ``stream`` (an int) at
-        the current iteration: ``default_rng(SeedSequence(seed,
-        spawn_key=(iteration, stream)))``. A function of the run's seed and
-        position only (nothing to save, the same after a resume); stream 1 is
-        Partial FC's class sampling. NumPy's global generator is not used."""
-        return np.random.default_rng(np.random.SeedSequence(
-            int(self.config.seed), spawn_key=(int(self.iteration), int(stream))))
-
-    @staticmethod
-    def _seed_mxnet(seed):
-        """Seed MXNet's global generators of every context: the one global
-        state the trainer sets (MXNet has no private generators and no API
-        to read theirs); see "Randomness" in :mod:`fr_lib.train.trainer`."""
-        mx.random.seed(int(seed), ctx="all")
 
     @property
     def partial_fc(self):

@@ -12,6 +12,7 @@ of them is not finite.
 import logging
 import math
 
+import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
 
@@ -24,7 +25,23 @@ logger = logging.getLogger("fr_lib")
 
 
 class StepMixin:
-    """The step (a part of :class:`FaceTrainer`)."""
+    """The step and its randomness (a part of :class:`FaceTrainer`)."""
+
+    def rng(self, stream):
+        """The trainer's NumPy generator for stream ``stream`` (an int) at
+        the current iteration: ``default_rng(SeedSequence(seed,
+        spawn_key=(iteration, stream)))``. A function of the run's seed and
+        position only (nothing to save, the same after a resume); stream 1 is
+        Partial FC's class sampling. NumPy's global generator is not used."""
+        return np.random.default_rng(np.random.SeedSequence(
+            int(self.config.seed), spawn_key=(int(self.iteration), int(stream))))
+
+    @staticmethod
+    def _seed_mxnet(seed):
+        """Seed MXNet's global generators of every context: the one global
+        state the trainer sets (MXNet has no private generators and no API
+        to read theirs); see "Randomness" in :mod:`fr_lib.train.trainer`."""
+        mx.random.seed(int(seed), ctx="all")
 
     def current_lr(self):
         """The learning rate of the next step."""
