@@ -116,6 +116,15 @@ def test_check_recipe_reports_the_refusal():
     with pytest.raises(ValueError, match="train.loss_warmup_iters: loss 'center' has "
                                          "no head"):
         check_recipe(recipe)
+    # λ of softmax + λ·regulariser: train.regularizer_weight
+    recipe["train"].update(loss_warmup_iters=0, pk_k=0, regularizer_weight=0.003,
+                           loss_kwargs={"update": "paper"})
+    check_recipe(recipe)
+    for loss, weight, why in (("center", 0, "must be a positive number, got 0"),
+                              ("arcface", 0.1, "'arcface' is not a regulariser")):
+        recipe["train"].update(loss=loss, loss_kwargs={}, regularizer_weight=weight)
+        with pytest.raises(ValueError, match=f"train.regularizer_weight: .*{why}"):
+            check_recipe(recipe)
 
 
 def test_fr_train_config_trains_triplet_on_pk_batches(tmp_path):
@@ -138,6 +147,27 @@ def test_fr_train_config_trains_triplet_on_pk_batches(tmp_path):
     assert isinstance(seen[0], PKSampler)
     with pytest.raises(ValueError, match="not P×K"):
         train(dict(config, pk_k=0, out_dir=str(tmp_path / "run2")), backbone=backbone)
+
+
+def test_fr_train_trains_a_regulariser_with_its_weight(tmp_path):
+    from mxnet import gluon
+    from fr_lib.data.synthetic import write_dataset
+    from fr_lib.train import train
+    from fr_lib.train.objective import RegularisedObjective
+    info = write_dataset(str(tmp_path / "data"), num_identities=4,
+                         images_per_identity=4, num_val_pairs=0, seed=0)
+    backbone = gluon.nn.HybridSequential()
+    backbone.add(gluon.nn.Conv2D(4, 5, strides=4), gluon.nn.GlobalAvgPool2D(),
+                 gluon.nn.Dense(8))
+    config = {"data": info["out_dir"], "batch_size": 4, "max_iters": 2,
+              "loss": "ring", "loss_kwargs": {"radius": "mean"},
+              "regularizer_weight": 0.05, "out_dir": str(tmp_path / "run"),
+              "progress": False, "checkpoint_every": 0, "log_every": 1}
+    seen = []
+    result = train(config, backbone=backbone,
+                   callbacks=[lambda t, r: seen.append(t.objective)])
+    assert result.iterations == 2 and np.isfinite(result.last_loss)
+    assert isinstance(seen[0], RegularisedObjective) and seen[0].weight == 0.05
 
 
 # -- correctness of what the objective layer feeds each loss --------------------

@@ -128,6 +128,15 @@ def check_recipe(recipe):
             and contract_of(cfg["loss"]).head is None:
         errors.append(f"train.loss_warmup_iters: loss {cfg['loss']!r} has no head for "
                       f"warmup_loss {cfg['warmup_loss']!r} to share; set it to 0")
+    weight = cfg.get("regularizer_weight")
+    if weight is not None and cfg["loss"] in LOSSES:  # λ of softmax + λ·regulariser
+        if contract_of(cfg["loss"]).regularizer_weight is None:
+            errors.append(f"train.regularizer_weight: loss {cfg['loss']!r} is not a "
+                          "regulariser (center, ring); remove the option")
+        elif isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0 < weight < float("inf"):
+            errors.append(f"train.regularizer_weight: must be a positive number, "
+                          f"got {weight!r}")
     if str(cfg.get("data_source", "record")).lower() not in ("record", "dali"):
         errors.append(f"train.data_source: {cfg['data_source']!r} is not 'record' "
                       "(RecordIO batches) or 'dali' (NVIDIA DALI)")
