@@ -11,6 +11,8 @@ slower afterwards. This benchmark measures exactly that, in one run:
   each version times :meth:`FaceTrainer.train_step` (ArcFace, 1000 classes,
   one CPU context, the default engine, batch ``--batch``) in its own
   process, on the same random batch;
+- after three untimed warm-up steps, each process times ``--steps`` steps
+  one by one; its figure is the batch over the median step time;
 - baseline and current alternate, ``--rounds`` times per backbone, so that
   both see the same machine; the best round of each is kept (a noisy
   neighbour only ever slows a round down).
@@ -21,7 +23,7 @@ process of each version; that first build lands in the warm-up steps, which
 are not timed. Usage::
 
     .venv/bin/python benchmarks/bench_regression.py [--baseline a9ac90d]
-        [--current COMMIT] [--models mobilefacenet iresnet50 ...] [--batch 16] [--steps 3] [--rounds 2]
+        [--current COMMIT] [--models mobilefacenet iresnet50 ...] [--batch 16] [--steps 5] [--rounds 2]
 """
 import argparse
 import json
@@ -54,15 +56,16 @@ X = rng.uniform(-1, 1, size=(batch, 3, 112, 112)).astype("float32")
 y = rng.randint(0, 1000, size=batch)
 trainer = FaceTrainer(cfg, ArrayBatches(X, y, batch))
 xb, yb = mx.nd.array(X), mx.nd.array(y)
-for _ in range(2):  # warm-up: graph building, native operators
+for _ in range(3):  # warm-up: graph building, native operators, allocations
     trainer.train_step(xb, yb)
-mx.nd.waitall()
-start = time.perf_counter()
+    mx.nd.waitall()
+times = []
 for _ in range(steps):
+    start = time.perf_counter()
     trainer.train_step(xb, yb)
-mx.nd.waitall()
-seconds = time.perf_counter() - start
-print("RESULT " + json.dumps({"img_s": steps * batch / seconds,
+    mx.nd.waitall()
+    times.append(time.perf_counter() - start)
+print("RESULT " + json.dumps({"img_s": batch / float(np.median(times)),
                               "engine": str(getattr(trainer, "engine", "?"))}))
 """
 
@@ -98,7 +101,7 @@ def main(argv=None):
                    help="a commit to compare instead of this checkout's sources")
     p.add_argument("--models", nargs="*")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     a = p.parse_args(argv)
     versions = {"baseline": extract(a.baseline),
@@ -111,7 +114,7 @@ def main(argv=None):
         if only and not a.models:
             print(f"only in {v}: {', '.join(only)} (not compared)")
     print(f"baseline {a.baseline} vs current ({a.current or ROOT}); batch {a.batch}, "
-          f"{a.steps} timed steps, best of {a.rounds} alternating rounds; "
+          f"median of {a.steps} timed steps, best of {a.rounds} alternating rounds; "
           f"load {os.getloadavg()[0]:.1f}")
     print(f"{'backbone':<24}{'baseline img/s':>16}{'current img/s':>15}"
           f"{'ratio':>8}  engines")
