@@ -29,8 +29,8 @@ NO_WD_SUFFIXES = ("_gamma", "_beta", "_bias", "_alpha")
 
 
 def loss_refusal(name, pk=False, head="auto"):
-    """Why :class:`FaceTrainer` cannot train the loss ``name`` (a sentence naming
-    the loss), or ``None``.  Read from the loss's contract
+    """Why :class:`~fr_lib.train.trainer.FaceTrainer` cannot train the loss
+    ``name`` (a sentence naming the loss), or ``None``.  Read from the loss's contract
     (:class:`fr_lib.loss.LossContract`) by the objective layer
     (:mod:`fr_lib.train.objective`), which builds the head, the extra inputs
     and the running state each trainable loss needs; ``pk``: the batches are
@@ -42,8 +42,8 @@ def loss_refusal(name, pk=False, head="auto"):
 
 
 def partial_fc_refusal(config, distributed=False):
-    """Why the settings of ``config`` (a :class:`TrainConfig` or its dict)
-    cannot train with ``head='partial_fc'``, a sentence, or ``None`` (the
+    """Why the settings of ``config`` (a
+    :class:`~fr_lib.train.trainer.TrainConfig` or its dict) cannot train with ``head='partial_fc'``, a sentence, or ``None`` (the
     loss itself is judged by :func:`loss_refusal`); ``distributed``: more
     than one worker process."""
     get = config.get if isinstance(config, dict) else \

@@ -1,9 +1,10 @@
-"""What goes into a training run and what comes out: :class:`TrainConfig`
-(with its renamed options) and :class:`TrainResult`.
+"""What goes into a training run and what comes out:
+:class:`~fr_lib.train.trainer.TrainConfig` (with its renamed options) and
+:class:`~fr_lib.train.trainer.TrainResult`.
 
-A :class:`TrainConfig` is plain values (a YAML recipe maps onto it, see
-:mod:`fr_lib.recipes`); :class:`~fr_lib.train.trainer.FaceTrainer` builds
-everything else from it.
+A :class:`~fr_lib.train.trainer.TrainConfig` is plain values (a YAML recipe
+maps onto it, see :mod:`fr_lib.recipes`);
+:class:`~fr_lib.train.trainer.FaceTrainer` builds everything else from it.
 """
 import dataclasses
 import functools
@@ -282,8 +283,9 @@ class TrainConfig:
         return d
 
 
-#: Options of :class:`TrainConfig` that were renamed: ``old -> new``. The old
-#: names still work (constructor, :meth:`TrainConfig.from_dict`, YAML recipes,
+#: The renamed options of :class:`~fr_lib.train.trainer.TrainConfig`, as
+#: ``old -> new``. The old names still work (constructor,
+#: :meth:`~fr_lib.train.trainer.TrainConfig.from_dict`, YAML recipes,
 #: ``fr-train --set``) with a DeprecationWarning.
 RENAMED_OPTIONS = {"num_workers": "decode_threads", "contexts": "ctx"}
 

@@ -23,7 +23,7 @@ def train(config, data=None, backbone=None, head=None, val_sets=None, callbacks=
         :class:`~fr_lib.data.dali.DaliFaceIter`) over ``config.data``, sharded over
         the distributed workers.
     backbone, head, val_sets, callbacks
-        See :class:`FaceTrainer`.
+        See :class:`~fr_lib.train.trainer.FaceTrainer`.
 
     Returns
     -------

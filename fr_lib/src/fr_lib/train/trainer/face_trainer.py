@@ -1,7 +1,7 @@
-"""The trainer: :class:`FaceTrainer` builds its pieces from a
-:class:`~fr_lib.train.trainer.TrainConfig` and runs the one training loop of
-fr_lib (:meth:`FaceTrainer.fit`); its parts are the other modules of
-:mod:`fr_lib.train.trainer`."""
+"""The trainer: :class:`~fr_lib.train.trainer.FaceTrainer` builds its pieces
+from a :class:`~fr_lib.train.trainer.TrainConfig` and runs the one training
+loop of fr_lib (:meth:`~fr_lib.train.trainer.FaceTrainer.fit`); its parts
+are the other modules of :mod:`fr_lib.train.trainer`."""
 import logging
 import time
 

@@ -25,7 +25,8 @@ logger = logging.getLogger("fr_lib")
 
 
 class CheckpointMixin:
-    """Saving, loading and claiming a run (a part of :class:`FaceTrainer`)."""
+    """Saving, loading and claiming a run (a part of
+    :class:`~fr_lib.train.trainer.FaceTrainer`)."""
 
     def _state(self):
         state = {"iteration": self.iteration, "data": self.data.state_dict(),

@@ -25,7 +25,8 @@ logger = logging.getLogger("fr_lib")
 
 
 class StepMixin:
-    """The step and its randomness (a part of :class:`FaceTrainer`)."""
+    """The step and its randomness (a part of
+    :class:`~fr_lib.train.trainer.FaceTrainer`)."""
 
     def rng(self, stream):
         """The trainer's NumPy generator for stream ``stream`` (an int) at
