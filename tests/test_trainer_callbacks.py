@@ -121,6 +121,22 @@ def test_explicit_verification_best_metric_survives_resume(tmp_path):
     assert resumed.best_metric == max(r["metric"] for r in verify) >= result.best_metric
 
 
+def test_val_sets_and_an_explicit_callback_give_the_same_run(tmp_path):
+    """TrainConfig.verify_every + val_sets= is the same callback, added by the trainer."""
+    implicit = _trainer(tmp_path / "a", val_sets={"toy": _pairs()}, verify_every=5,
+                        max_iters=12)
+    assert isinstance(implicit.verification, Verification)
+    r1 = implicit.fit()
+    r2 = _trainer(tmp_path / "b", callbacks=[Verification({"toy": _pairs()}, every=5)],
+                  max_iters=12).fit()
+    strip = [{k: v for k, v in r.items() if k != "time"}
+             for r in read_log(str(tmp_path / "a"))["verify"]]
+    assert [r["iteration"] for r in strip] == [5, 10, 12]
+    assert strip == [{k: v for k, v in r.items() if k != "time"}
+                     for r in read_log(str(tmp_path / "b"))["verify"]]
+    assert (r1.best_metric, r1.best_iteration) == (r2.best_metric, r2.best_iteration)
+
+
 def test_verification_sets_given_twice_are_refused(tmp_path):
     with pytest.raises(ValueError, match="given twice"):
         _trainer(tmp_path, callbacks=[Verification({"toy": _pairs()})],
