@@ -39,3 +39,21 @@ def test_check_labels_names_the_first_bad_label_and_the_count():
         check_labels([1, 7, 9], 4)
     with pytest.raises(ValueError, match=r"expected 3 labels \(one per row\)"):
         check_labels(np.zeros(2), 4, batch=3, per="row")
+
+
+def test_renamed_attribute_reads_the_new_name_and_warns():
+    from fr_lib.utils.deprecation import renamed_attribute
+
+    class Run:
+        contexts = renamed_attribute("Run", "contexts", "ctx")
+        devices = renamed_attribute("Run", "devices", "ctx", settable=True)
+
+    run = Run()
+    run.ctx = ["cpu(0)"]
+    with pytest.warns(DeprecationWarning, match=r"^Run\.contexts is now Run\.ctx$"):
+        assert run.contexts == ["cpu(0)"]
+    with pytest.raises(AttributeError):  # read-only unless settable
+        run.contexts = []
+    with pytest.warns(DeprecationWarning):
+        run.devices = ["cpu(1)"]
+    assert run.ctx == ["cpu(1)"]

@@ -56,7 +56,7 @@ def _feat(objective, data, ctx, **kw):
 def test_train_features_splits_over_the_default_devices(
         default_two, digits, objective):
     two = _feat(objective, digits, None)
-    assert two.devices == TWO
+    assert two.ctx == TWO
     assert _contexts(two.net) == {tuple(TWO)}
     for block in two.objective.blocks:
         assert {tuple(p.list_ctx()) for p in
@@ -135,7 +135,9 @@ def test_quick_face_model_trains_on_every_default_device(default_two,
                                                          tmp_path):
     model = quick.quick_face_model(root=str(tmp_path), progress=False,
                                    workers=1, **TINY)
-    assert model.trained and model.devices == TWO
+    assert model.trained and model.ctx == TWO
+    with pytest.warns(DeprecationWarning, match=r"QuickModel.devices is now QuickModel.ctx"):
+        assert model.devices == TWO
     assert _contexts(model.net) == {tuple(TWO)}
     assert np.isfinite(model.history["loss"]).all()
     assert 0 <= model.history["train_acc"][0] <= 1

@@ -26,6 +26,8 @@ _MXNET_THREADS_AT_LOAD = None if _MXNET_FIRST else _os.environ.get("OMP_NUM_THRE
 def configure_threads(n=None):
     """Set the number of OpenMP threads MXNet uses; return it.
 
+    Book: introduced in ``chapter_introduction/face-recognition-task`` (人脸识别任务).
+
     ``OMP_NUM_THREADS`` is set (for MXNet when it loads later, and for
     child processes). When MXNet is already loaded the running library is
     told as well, through ``MXSetNumOMPThreads``; that reaches the calling

@@ -94,6 +94,8 @@ class _Embedder:
 class MXNetEmbedder(_Embedder):
     """Embeddings from an MXNet backbone (a Gluon block or exported files).
 
+    Book: introduced in ``chapter_deployment/export-onnx`` (导出模型与 ONNX).
+
     Parameters
     ----------
     net : Block or str
@@ -125,6 +127,8 @@ class MXNetEmbedder(_Embedder):
 
 class OnnxEmbedder(_Embedder):
     """Embeddings from an ONNX file run by ONNX Runtime (CPU by default).
+
+    Book: introduced in ``chapter_deployment/export-onnx`` (导出模型与 ONNX).
 
     Parameters
     ----------

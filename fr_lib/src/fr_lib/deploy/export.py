@@ -33,6 +33,8 @@ def _paths(prefix, epoch):
 def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
     """Save a backbone as MXNet's symbol file + parameter file.
 
+    Book: introduced in ``chapter_deployment/export-onnx`` (导出模型与 ONNX).
+
     Only the embedding network is written: a training head (a
     :class:`~fr_lib.model_zoo.NormDense` and the margin loss) is not part of
     the backbone, so leaving it out is all "stripping the classifier" takes.
@@ -94,6 +96,8 @@ def export_model(net, prefix, epoch=0, input_shape=INPUT_SHAPE, ctx=None):
 
 def load_exported(prefix, epoch=0, ctx=None):
     """Load what :func:`export_model` wrote as a :class:`~mxnet.gluon.SymbolBlock`.
+
+    Book: introduced in ``chapter_deployment/export-onnx`` (导出模型与 ONNX).
 
     Parameters
     ----------

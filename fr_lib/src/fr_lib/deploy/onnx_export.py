@@ -214,6 +214,8 @@ def export_onnx(net_or_prefix, path, opset=13, input_shape=INPUT_SHAPE,
                 dynamic_batch=True, epoch=0):
     """Export a backbone to an ONNX file with MXNet's exporter.
 
+    Book: introduced in ``chapter_deployment/export-onnx`` (导出模型与 ONNX).
+
     Parameters
     ----------
     net_or_prefix : HybridBlock or str

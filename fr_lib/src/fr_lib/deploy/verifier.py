@@ -19,7 +19,10 @@ __all__ = ["NoFaceError", "AlignedFace", "VerificationResult", "FaceVerifier"]
 
 
 class NoFaceError(ValueError):
-    """The detector found no face in an image; the message names the image."""
+    """The detector found no face in an image; the message names the image.
+
+    Book: introduced in ``chapter_deployment/verification-demo`` (人脸验证演示).
+    """
 
 
 @dataclass
@@ -79,6 +82,8 @@ class VerificationResult:
 
 class FaceVerifier:
     """Face verification on ordinary photos: detect, align, embed, compare.
+
+    Book: introduced in ``chapter_deployment/verification-demo`` (人脸验证演示).
 
     Detection uses OpenCV's Haar cascades (:class:`fr_lib.data.tools.FaceEyeDetector`:
     the largest frontal face and its two eyes; if the eyes are not found they

@@ -24,6 +24,8 @@ __all__ = (["cosine_similarity", "squared_l2_distance"]
 def cosine_similarity(a, b):
     """Cosine similarity matrix between rows of ``a`` (N, D) and ``b`` (M, D).
 
+    Book: introduced in ``chapter_introduction/face-recognition-task`` (人脸识别任务).
+
     Returns an (N, M) NDArray with values in [-1, 1].
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -33,6 +35,8 @@ def cosine_similarity(a, b):
 
 def squared_l2_distance(a, b):
     """Squared Euclidean distance (N, M) between L2-normalised rows.
+
+    Book: introduced in ``chapter_introduction/first-look`` (动手：检测、对齐与比较).
 
     For unit vectors ``||u - v||^2 = 2 - 2 cos(u, v)``, so it lies in [0, 4];
     this is the distance the verification protocol thresholds.

@@ -24,7 +24,7 @@ __all__ = ["embed", "l2_normalize"]
 def l2_normalize(x, eps=1e-12, axis=-1):
     """``x`` divided by its L2 norm along ``axis``: ``x / sqrt(sum(x**2) + eps)``.
 
-    Book: introduced in ``chapter_data/augmentation`` (数据增强与像素约定).
+    Book: introduced in ``chapter_introduction/first-look`` (动手：检测、对齐与比较).
 
     Parameters
     ----------

@@ -32,6 +32,7 @@ from mxnet import gluon
 
 from ..native.backend import check_engine, to_native
 from ..model_zoo import get_model
+from ..utils.deprecation import renamed_attribute
 from ..utils.device import as_devices
 from .callbacks import AnimatorCallback, EpochHistory
 from ..data.source import ArrayBatches
@@ -73,10 +74,11 @@ class FeatureResult:
     data: object
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
-    devices: list = field(default_factory=lambda: [mx.cpu()])
+    ctx: list = field(default_factory=lambda: [mx.cpu()])
     trunk: object = None
     head: object = None
     _cache: dict = field(default_factory=dict, repr=False)
+    devices = renamed_attribute("FeatureResult", "devices", "ctx")
 
     def embeddings(self, split="test"):
         """Embeddings of the ``'train'`` or ``'test'`` digits (numpy, cached).
@@ -92,14 +94,14 @@ class FeatureResult:
             else:
                 model = self.net
                 X = self.data.X_train if split == "train" else self.data.X_test
-            self._cache[split] = extract_embeddings(model, X, ctx=self.devices)
+            self._cache[split] = extract_embeddings(model, X, ctx=self.ctx)
         return self._cache[split]
 
     def predict(self, split="test"):
         """Predicted classes of a split."""
         emb = self.embeddings(split)
         if self.objective.predict_fn is not None:
-            e = mx.nd.array(emb, ctx=self.devices[0])
+            e = mx.nd.array(emb, ctx=self.ctx[0])
             return self.objective.predict_fn(e).argmax(axis=1).asnumpy()
         # nearest class mean of the training embeddings
         train = self.embeddings("train")
@@ -135,7 +137,8 @@ class FeatureTrunk:
     features: dict
     test_accuracy: float
     seconds: float = 0.0
-    devices: list = field(default_factory=lambda: [mx.cpu()])
+    ctx: list = field(default_factory=lambda: [mx.cpu()])
+    devices = renamed_attribute("FeatureTrunk", "devices", "ctx")
 
 
 def _schedule(lr, schedule, steps):
@@ -183,7 +186,7 @@ def train_trunk(data, embedding_size=32, num_epochs=2, batch_size=64, lr=1e-2,
                             num_epochs=num_epochs, batch_size=batch_size,
                             lr=lr, channels=channels, batch_norm=batch_norm,
                             seed=seed, plot=False, ctx=ctx, schedule="cosine")
-    net, devices = result.net, result.devices
+    net, devices = result.net, result.ctx
     feats = {split: extract_embeddings(net.features, X, ctx=devices)
              for split, X in (("train", data.X_train), ("test", data.X_test))}
     return FeatureTrunk(net, data, feats, result.test_accuracy,
@@ -217,7 +220,7 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
 
     Parameters
     ----------
-    objective : Objective or str
+    objective : fr_lib.train.feature_objectives.Objective or str
         A name is passed to :func:`build_objective` with its defaults.
     embedding_size : int
         2 or 3 for the pictures.
@@ -309,7 +312,7 @@ def train_features(objective, data, embedding_size=2, num_epochs=5, batch_size=6
         out_dir=None, checkpoint_every=0, log_every=max(steps, 1), progress=False,
         check_update=False, reseed_every_step=False,
         **_schedule(lr, schedule, steps))
-    result = FeatureResult(net, objective, data, {}, devices=devices,
+    result = FeatureResult(net, objective, data, {}, ctx=devices,
                            trunk=trunk, head=head)
 
     def test_acc(trainer):

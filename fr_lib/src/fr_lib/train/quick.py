@@ -28,6 +28,7 @@ import mxnet as mx
 
 from ..data.root import get_data_root
 from ..utils.fileio import atomic_write_bytes, atomic_write_text
+from ..utils.deprecation import renamed_attribute
 from ..utils.device import as_devices
 from ..utils.quick import quick_mode
 from ..model_zoo import NormDense
@@ -84,8 +85,9 @@ class QuickModel:
         measured after the epoch) per epoch.
     val_accuracy : float
         10-fold verification accuracy on ``bin_path`` after training.
-    devices : list of mxnet.Context
-        Where ``net``'s parameters live: put its input on ``devices[0]``.
+    ctx : list of mxnet.Context
+        Where ``net``'s parameters live: put its input on ``ctx[0]``
+        (``devices`` is the deprecated name).
     """
     net: object
     bin_path: str
@@ -96,7 +98,8 @@ class QuickModel:
     seconds: float = 0.0
     history: dict = field(default_factory=dict)
     val_accuracy: float = float("nan")
-    devices: list = field(default_factory=lambda: [mx.cpu()])
+    ctx: list = field(default_factory=lambda: [mx.cpu()])
+    devices = renamed_attribute("QuickModel", "devices", "ctx")
 
     @property
     def bin_paths(self):

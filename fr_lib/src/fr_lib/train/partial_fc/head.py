@@ -9,6 +9,7 @@ from mxnet import autograd
 
 from ...model_zoo.layers import l2_normalize_rows
 from ...utils.checks import check_int, check_labels
+from ...utils.deprecation import renamed_attribute
 from .sampling import _sample_classes, _shard_ranges
 from .softmax import _make_loss, _sharded_loss, _softmax_mode
 from .state import PartialFCState
@@ -188,13 +189,7 @@ class PartialFC(PartialFCState):
     _make_loss = staticmethod(_make_loss)
     _softmax_mode = staticmethod(_softmax_mode)
 
-    @property
-    def contexts(self):
-        """Deprecated name of ``ctx`` (the contexts of the shards)."""
-        import warnings
-        warnings.warn("PartialFC.contexts is now PartialFC.ctx", DeprecationWarning,
-                      stacklevel=2)
-        return self.ctx
+    contexts = renamed_attribute("PartialFC", "contexts", "ctx")
 
     # ------------------------------------------------------------------ sampling
     def _check_label(self, label, batch=None):

@@ -11,6 +11,8 @@ import functools
 import warnings
 from dataclasses import dataclass, field
 
+from ...utils.deprecation import renamed_attribute
+
 __all__ = ["TrainConfig", "TrainResult", "RENAMED_OPTIONS", "renamed_options"]
 
 
@@ -324,22 +326,9 @@ def _accept_renamed(init):
     return __init__
 
 
-def _renamed_property(old, new):
-    def get(self):
-        warnings.warn(f"TrainConfig.{old} is now TrainConfig.{new}", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(self, new)
-
-    def set_(self, value):
-        warnings.warn(f"TrainConfig.{old} is now TrainConfig.{new}", DeprecationWarning,
-                      stacklevel=2)
-        setattr(self, new, value)
-    return property(get, set_, doc=f"Deprecated name of :attr:`{new}`.")
-
-
 TrainConfig.__init__ = _accept_renamed(TrainConfig.__init__)
 for _old, _new in RENAMED_OPTIONS.items():
-    setattr(TrainConfig, _old, _renamed_property(_old, _new))
+    setattr(TrainConfig, _old, renamed_attribute("TrainConfig", _old, _new, settable=True))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from mxnet import gluon
 from ...model_zoo import get_model
 from ..callbacks import ProgressBar, Verification
 from ..schedule import make_schedule
+from ...utils.deprecation import renamed_attribute
 from .build import (build_objectives, check_config, choose_engine,
                     exclude_from_weight_decay, init_amp, initialize,
                     make_gluon_trainer, make_step_nets, setup_devices)
@@ -203,13 +204,7 @@ class FaceTrainer(StepMixin, CheckpointMixin):
         """The :class:`~fr_lib.train.PartialFC` head, or None."""
         return getattr(self.objective, "partial_fc", None)
 
-    @property
-    def contexts(self):
-        """Deprecated name of :attr:`ctx`."""
-        import warnings
-        warnings.warn("FaceTrainer.contexts is now FaceTrainer.ctx", DeprecationWarning,
-                      stacklevel=2)
-        return self.ctx
+    contexts = renamed_attribute("FaceTrainer", "contexts", "ctx")
 
     # -- verification (a callback) ---------------------------------------------
     @property
