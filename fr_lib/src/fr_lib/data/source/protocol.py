@@ -35,7 +35,11 @@ class BatchSource(abc.ABC):
         """Continue from a position saved by :meth:`state_dict`."""
 
     def close(self):
-        """Stop background threads (the source stays usable)."""
+        """Stop background threads. The source stays usable: the next
+        :meth:`next_batch` continues where it stopped (restarting its
+        threads). :meth:`FaceTrainer.fit <fr_lib.train.trainer.FaceTrainer.fit>`
+        calls it on the way out, so a prefetching source does not keep a
+        thread after training."""
 
     def __enter__(self):
         return self
