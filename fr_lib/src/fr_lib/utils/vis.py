@@ -15,6 +15,12 @@ __all__ = ["plot_embeddings", "plot_embeddings_sphere", "target_logit",
 MARGIN_KINDS = ("softmax", "sphereface", "cosface", "arcface", "combined")
 
 
+def _unit(x):
+    """Rows of ``x`` at unit length (fr_lib's one L2 normaliser)."""
+    from ..metrics.embedding import l2_normalize  # metrics imports utils
+    return l2_normalize(x, axis=1)
+
+
 def _axes(ax, projection=None, figsize=(4, 4)):
     if ax is not None:
         return ax
@@ -43,7 +49,7 @@ def plot_embeddings(embeddings, labels, ax=None, title=None, normalize=False,
     if emb.ndim != 2 or emb.shape[1] != 2:
         raise ValueError(f"plot_embeddings needs (N, 2) embeddings, got {emb.shape}")
     if normalize:
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        emb = _unit(emb)
     if len(emb) > max_points:
         keep = np.random.RandomState(seed).choice(len(emb), max_points, replace=False)
         emb, labels = emb[keep], labels[keep]
@@ -77,7 +83,7 @@ def plot_embeddings_sphere(embeddings, labels, ax=None, title=None, max_points=2
     labels = np.asarray(labels).astype(int).ravel()
     if emb.ndim != 2 or emb.shape[1] != 3:
         raise ValueError(f"plot_embeddings_sphere needs (N, 3) embeddings, got {emb.shape}")
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = _unit(emb)
     if len(emb) > max_points:
         keep = np.random.RandomState(seed).choice(len(emb), max_points, replace=False)
         emb, labels = emb[keep], labels[keep]
@@ -216,12 +222,12 @@ def angle_statistics(embeddings, labels):
     labels = np.asarray(labels).astype(int).ravel()
     if len(emb) != len(labels):
         raise ValueError(f"{len(emb)} embeddings but {len(labels)} labels")
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit = _unit(emb)
     classes = np.unique(labels)
     if len(classes) < 2:
         raise ValueError("angle_statistics needs at least two classes")
     centres = np.stack([unit[labels == c].mean(axis=0) for c in classes])
-    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    centres = _unit(centres)
     index = {c: i for i, c in enumerate(classes)}
     own = centres[[index[c] for c in labels]]
     intra = np.degrees(np.arccos(np.clip((unit * own).sum(axis=1), -1, 1))).mean()
