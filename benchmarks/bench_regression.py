@@ -11,7 +11,7 @@ slower afterwards. This benchmark measures exactly that, in one run:
   each version times :meth:`FaceTrainer.train_step` (ArcFace, 1000 classes,
   one CPU context, the default engine, batch ``--batch``) in its own
   process, on the same random batch;
-- after three untimed warm-up steps, each process times ``--steps`` steps
+- after two untimed warm-up steps, each process times ``--steps`` steps
   one by one; its figure is the batch over the median step time;
 - baseline and current alternate, ``--rounds`` times per backbone, so that
   both see the same machine; the best round of each is kept (a noisy
@@ -56,7 +56,7 @@ X = rng.uniform(-1, 1, size=(batch, 3, 112, 112)).astype("float32")
 y = rng.randint(0, 1000, size=batch)
 trainer = FaceTrainer(cfg, ArrayBatches(X, y, batch))
 xb, yb = mx.nd.array(X), mx.nd.array(y)
-for _ in range(3):  # warm-up: graph building, native operators, allocations
+for _ in range(2):  # warm-up: graph building, native operators, allocations
     trainer.train_step(xb, yb)
     mx.nd.waitall()
 times = []
