@@ -15,7 +15,7 @@ import fr_lib  # noqa: F401  (before mxnet)
 import mxnet as mx
 
 from fr_lib.data.source import (ArrayBatches, BatchSource, Prefetcher,
-                                global_batches, shard)
+                                global_batches, shard, shard_range)
 from fr_lib.data.recordio import FaceRecordDataset, FaceRecordIter, RecordBatches
 from fr_lib.data.synthetic import write_dataset
 from fr_lib.train.trainer import ArrayBatches as TrainerArrayBatches
@@ -53,6 +53,16 @@ def test_shard_parts_are_disjoint_complete_and_balanced(n, k):
     pad = [shard(n, k, i, "pad") for i in range(k)]
     assert all(len(p) == -(-n // k) for p in pad)
     assert set(np.concatenate(pad).tolist()) == set(range(n))
+
+
+@pytest.mark.parametrize("n, k", [(10, 4), (2, 5), (7, 1), (1000, 3)])
+def test_shard_range_is_the_block_of_shard_and_partial_fc_uses_it(n, k):
+    from fr_lib.train.partial_fc.sampling import _shard_ranges
+    ranges = [shard_range(n, k, i) for i in range(k)]
+    assert [list(range(a, b)) for a, b in ranges] == [shard(n, k, i).tolist()
+                                                     for i in range(k)]
+    assert _shard_ranges(n, k) == ranges     # Partial FC's class shards
+    assert shard_range(10, 4, 2) == (6, 8)   # by hand: blocks 3, 3, 2, 2
 
 
 def test_shard_rejects_bad_arguments():

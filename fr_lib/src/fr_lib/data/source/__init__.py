@@ -58,8 +58,8 @@ with batch ``B`` see exactly the samples one worker with batch ``k·B`` sees.
 :class:`~fr_lib.data.ShardSampler` applies it to the whole epoch order,
 :class:`~fr_lib.data.PKSampler` to the shuffled identities and
 ``DaliFaceIter`` to the image records in file order (a contiguous stretch of
-the file per worker). Partial FC's sharding of the *classes* over devices
-(:mod:`fr_lib.train.partial_fc`) is another matter and not done here.
+the file per worker). Partial FC cuts its *classes* over devices by the same
+rule (:func:`~fr_lib.data.source.shard_range`, the block of one part).
 
 The package is split by responsibility: :mod:`.sharding` (the sharding rule and
 the position-keyed randomness), :mod:`.protocol` (:class:`BatchSource`) and
@@ -67,8 +67,9 @@ the position-keyed randomness), :mod:`.protocol` (:class:`BatchSource`) and
 with ``RecordBatches``). Every name is importable from here.
 """
 from ..prefetch import Prefetcher
-from .sharding import check_part, epoch_order, global_batches, mirror_flips, shard
+from .sharding import (check_part, epoch_order, global_batches, mirror_flips, shard,
+                       shard_range)
 from .protocol import BatchSource, check_state
 from .batches import ArrayBatches, ResumableBatches
 
-__all__ = ["shard", "BatchSource", "Prefetcher", "ArrayBatches"]
+__all__ = ["shard", "shard_range", "BatchSource", "Prefetcher", "ArrayBatches"]

@@ -7,7 +7,8 @@ import numpy as np
 
 from ...utils.checks import check_int
 
-__all__ = ["check_part", "shard", "mirror_flips", "epoch_order", "global_batches"]
+__all__ = ["check_part", "shard", "shard_range", "mirror_flips", "epoch_order",
+           "global_batches"]
 
 
 def check_part(num_parts, part_index):
@@ -69,15 +70,30 @@ def shard(n, num_parts, part_index, remainder="keep"):
     num_parts, part_index = check_part(num_parts, part_index)
     if remainder not in ("keep", "drop", "pad"):
         raise ValueError(f"remainder must be 'keep', 'drop' or 'pad', got {remainder!r}")
+    start, stop = shard_range(n, num_parts, part_index)
     base, extra = divmod(n, num_parts)
-    start = part_index * base + min(part_index, extra)
-    size = base + (part_index < extra)
     if remainder == "drop":
-        size = base
-    positions = np.arange(start, start + size, dtype=np.int64)
+        stop = start + base
+    positions = np.arange(start, stop, dtype=np.int64)
     if remainder == "pad" and extra and part_index >= extra:
         positions = np.append(positions, np.int64((part_index - extra) % n))
     return positions
+
+
+def shard_range(n, num_parts, part_index):
+    """The block ``[start, stop)`` of positions that part ``part_index`` of
+    ``num_parts`` holds under :func:`shard`'s rule (``remainder='keep'``):
+    contiguous, in order, sizes ``n // num_parts`` plus one for the first
+    ``n % num_parts`` parts. Partial FC cuts its class centres with it.
+
+    >>> [shard_range(10, 4, i) for i in range(4)]
+    [(0, 3), (3, 6), (6, 8), (8, 10)]
+    """
+    n = check_int("n", n, 0)
+    num_parts, part_index = check_part(num_parts, part_index)
+    base, extra = divmod(n, num_parts)
+    start = part_index * base + min(part_index, extra)
+    return start, start + base + (part_index < extra)
 
 
 def mirror_flips(seed, epoch, batch, part_index, n):

@@ -6,6 +6,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from ...data.source.sharding import shard_range
+
 __all__ = ["PartialFCSample"]
 
 
@@ -24,14 +26,9 @@ PartialFCSample.label.__doc__ = (
 
 
 def _shard_ranges(num_classes, num_shards):
-    """Contiguous ``[start, stop)`` ranges, sizes differing by at most one."""
-    base, extra = divmod(num_classes, num_shards)
-    ranges, start = [], 0
-    for s in range(num_shards):
-        stop = start + base + (1 if s < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
+    """Contiguous ``[start, stop)`` ranges, sizes differing by at most one:
+    the data sources' sharding rule (:func:`fr_lib.data.source.shard`)."""
+    return [shard_range(num_classes, num_shards, s) for s in range(num_shards)]
 
 
 def _sample_classes(labels, shard_ranges, num_sample, rng):
