@@ -21,18 +21,15 @@ def _target_layers(block):
     forward order for the backbones this module supports)."""
     from mxnet.gluon import nn
     from ..layers import PReLU
+    kinds = ((nn.Conv2D, "conv"), (nn.BatchNorm, "bn"), ((PReLU, nn.PReLU), "prelu"),
+             (nn.Dense, "dense"))
     out = []
-    for child in block._children.values():
-        if isinstance(child, nn.Conv2D):
-            out.append(("conv", child))
-        elif isinstance(child, nn.BatchNorm):
-            out.append(("bn", child))
-        elif isinstance(child, (PReLU, nn.PReLU)):
-            out.append(("prelu", child))
-        elif isinstance(child, nn.Dense):
-            out.append(("dense", child))
-        else:
-            out.extend(_target_layers(child))
+
+    def visit(b):  # Block.apply: every child (in registration order) before its parent
+        kind = next((k for cls, k in kinds if isinstance(b, cls)), None)
+        if kind is not None and b is not block:
+            out.append((kind, b))
+    block.apply(visit)
     return out
 
 
