@@ -122,3 +122,20 @@ def test_sections_run_alone_exist():
             with open(path, encoding="utf-8") as f:
                 if "perf_counter" in f.read():
                     assert doc in module.ALONE, doc
+
+
+def test_cell_timeout_fits_the_mode(monkeypatch):
+    """A hung cell costs minutes in quick mode, not half an hour; full-mode
+    cells (minutes of training each) keep 1800 s; FR_CELL_TIMEOUT overrides."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "execute_book", os.path.join(ROOT, "scripts", "execute_book.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("FR_CELL_TIMEOUT", raising=False)
+    monkeypatch.setenv("FR_QUICK", "1")
+    assert module.cell_timeout() == 300
+    monkeypatch.setenv("FR_QUICK", "0")
+    assert module.cell_timeout() == 1800
+    monkeypatch.setenv("FR_CELL_TIMEOUT", "42")
+    assert module.cell_timeout() == 42
