@@ -99,37 +99,17 @@ import json, sys, time
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
+# a copy of scripts/stepped_kernel.py lies beside this runner: nbclient's own
+# client can miss a reply until the cell timeout (ipywidgets cells)
+from stepped_kernel import SteppedKernelManager
 
 src, dst, folder, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 
-class Client(NotebookClient):
-    """nbclient sometimes sees a reply only when its wait times out (cells
-    with ipywidgets here: kernel idle, nbclient waiting; jupyter/nbclient#312):
-    wait in steps of at most a second, so a message that arrived is read."""
-
-    async def async_start_new_kernel_client(self):
-        import queue
-        kc = await super().async_start_new_kernel_client()
-        for channel in (kc.shell_channel, kc.iopub_channel):
-            def patched(get_msg):
-                async def get_msg_in_steps(timeout=None):
-                    end = None if timeout is None else time.monotonic() + timeout
-                    while True:
-                        left = 1.0 if end is None else end - time.monotonic()
-                        try:
-                            return await get_msg(timeout=max(0.0, min(1.0, left)))
-                        except queue.Empty:
-                            if end is not None and time.monotonic() >= end:
-                                raise
-                return get_msg_in_steps
-            channel.get_msg = patched(channel.get_msg)
-        return kc
-
-
 nb = nbformat.read(src, as_version=4)
-client = Client(nb, timeout=timeout, kernel_name="python3",
-                resources={"metadata": {"path": folder}})
+client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                        resources={"metadata": {"path": folder}},
+                        kernel_manager_class=SteppedKernelManager)
 result = {"ok": True, "error": None}
 try:
     client.execute()
@@ -489,6 +469,7 @@ def main(argv=None):
         copy_s = time.time() - t1
         with open(os.path.join(workdir, "run_notebook.py"), "w") as f:
             f.write(RUNNER)
+        shutil.copy(os.path.join(ROOT, "scripts", "stepped_kernel.py"), workdir)
         os.makedirs(os.path.join(workdir, "executed"))
         pip_cache = os.environ.get("PIP_CACHE_DIR") or subprocess.run(
             [os.path.join(venv, "bin", "python"), "-m", "pip", "cache", "dir"],

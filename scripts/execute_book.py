@@ -49,12 +49,15 @@ def cell_timeout():
     """Seconds one cell may run: ``FR_CELL_TIMEOUT``, else 300 in quick mode
     and 1800 in full mode. Quick-mode cells take under a minute here (the
     slowest sections take 40-60 s in all); 300 s leaves room for a machine
-    several times slower. The limit matters because of a hang seen in CI:
-    once in a while the kernel finishes a cell and goes idle while the
-    client (nbclient) keeps waiting for it, until the cell timeout (observed
-    on 2026-12-07 in verification-demo, after its cell 35; stops 20 and 21's
-    CI each ran about one 1800 s timeout longer than the same commit here).
-    A timed-out notebook is executed once more, alone (see main)."""
+    several times slower. A timed-out notebook is executed once more, alone
+    (see main).
+
+    Until 2026-12-07 a cell that writes into an ipywidgets Output widget
+    could wait the whole timeout although the kernel had finished it
+    (nbclient missed the reply: see ``scripts/stepped_kernel.py``); stops 20
+    and 21's CI each ran about one 1800 s timeout longer than the same commit
+    here. Notebooks are now executed with ``SteppedKernelManager``, for which
+    such a miss costs at most half a second."""
     value = os.environ.get("FR_CELL_TIMEOUT")
     if value:
         return int(value)
@@ -87,10 +90,12 @@ def _execute(path, threads):
     """Run one notebook in its folder; return (executed notebook JSON, s, error)."""
     import nbformat
     from jupyter_cache.executors.utils import single_nb_execution
+    from stepped_kernel import SteppedKernelManager
     os.environ["OMP_NUM_THREADS"] = str(threads)
     nb = nbformat.read(path, as_version=4)
     result = single_nb_execution(nb, cwd=os.path.dirname(path), timeout=cell_timeout(),
-                                 allow_errors=False, meta_override=True)
+                                 allow_errors=False, meta_override=True,
+                                 kernel_manager_class=SteppedKernelManager)
     return nbformat.writes(result.nb), result.time, result.exc_string
 
 

@@ -5,9 +5,10 @@
     python scripts/section_times.py --cores 2 --json times.json
 
 Each notebook listed in ``_toc.yml`` is executed on its own with
-``FR_QUICK=1 taskset -c 0..N-1 jupyter nbconvert --execute`` (the kernel
-inherits the CPU affinity, and fr_lib sizes its OpenMP pool from it, as on a
-machine with N cores); the executed copy goes to a temporary folder, never into
+``FR_QUICK=1 taskset -c 0..N-1 jupyter nbconvert --execute``, through
+``scripts/stepped_kernel.py`` (its kernel client reads a reply it missed within half a second); the
+kernel inherits the CPU affinity, and fr_lib sizes its OpenMP pool from it, as
+on a machine with N cores. The executed copy goes to a temporary folder, never into
 ``book/``. For each section the wall time, the exit status and the load average
 read just before it started are printed, then a Markdown table, slowest first,
 with each section's budget (issue 14: 60 s on one idle core, loss-comparison
@@ -59,8 +60,9 @@ def run_section(entry, cores, outdir, timeout, python_bin):
     folder, name = os.path.split(os.path.join(ROOT, entry + ".ipynb"))
     env = dict(os.environ, FR_QUICK="1")
     env.pop("OMP_NUM_THREADS", None)  # fr_lib sizes it from the affinity
-    jupyter = os.path.join(os.path.dirname(python_bin), "jupyter")
-    cmd = [jupyter, "nbconvert", "--to", "notebook", "--execute", name,
+    # jupyter nbconvert, with the kernel client that cannot miss a reply
+    # (scripts/stepped_kernel.py)
+    cmd = [python_bin, os.path.join(ROOT, "scripts", "stepped_kernel.py"), "--to", "notebook", "--execute", name,
            "--output-dir", outdir, "--output", entry.replace("/", "__"),
            f"--ExecutePreprocessor.timeout={int(timeout)}"]
     if cores:
