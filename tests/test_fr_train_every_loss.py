@@ -1,7 +1,8 @@
 """Every registered loss through ``fr-train`` itself (the command's entry
 point, in this process, on a tiny synthetic set): two iterations that leave
-finite losses in the run's log, or a refusal before anything is written,
-one line on stderr naming the loss and the reason."""
+finite losses in the run's log, hybridized and not, on one and on two
+contexts, or a refusal before anything is written, one line on stderr naming
+the loss and the reason."""
 import json
 import math
 
@@ -17,7 +18,7 @@ TINY = ["--full",
                  "num_val_pairs: 0, difficulty: 0.3, seed: 0}",
         "--set", "train.backbone_kwargs={width: [4, 8, 8], embedding_size: 16}",
         "--set", "train.batch_size=8", "--set", "train.max_iters=2",
-        "--set", "train.ctx=['cpu(0)']", "--set", "train.val_sets=[]",
+        "--set", "train.val_sets=[]",
         "--set", "train.checkpoint_every=0", "--set", "train.verify_every=0",
         "--set", "train.warmup_iters=0", "--set", "train.progress=false",
         "--set", "train.log_every=1", "--set", "train.loss_kwargs={}"]
@@ -32,12 +33,27 @@ def data_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("every-loss-data"))
 
 
-@pytest.mark.parametrize("loss", get_loss_list())
-def test_fr_train_trains_or_refuses_every_loss(loss, data_root, tmp_path, monkeypatch,
-                                               capsys):
+def _cases():
+    """(loss, hybridize, contexts): the four combinations for a loss that
+    trains; one for a loss the objective layer refuses (the refusal does not
+    depend on them)."""
+    combos = [(True, 1), (False, 1), (True, 2), (False, 2)]
+    for loss in get_loss_list():
+        refused = objective_refusal(loss, pk=_pk(loss)) is not None
+        for hybridize, contexts in combos[:1] if refused else combos:
+            yield pytest.param(loss, hybridize, contexts,
+                               id=f"{loss}-{'hybrid' if hybridize else 'eager'}-{contexts}ctx")
+
+
+@pytest.mark.parametrize("loss, hybridize, contexts", list(_cases()))
+def test_fr_train_trains_or_refuses_every_loss(loss, hybridize, contexts, data_root,
+                                               tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FR_DATA_ROOT", data_root)
     out = tmp_path / "run"
-    argv = ["quick-synthetic", *TINY, "--set", f"train.loss={loss}", "--out", str(out)]
+    ctx = [f"cpu({i})" for i in range(contexts)]
+    argv = ["quick-synthetic", *TINY, "--set", f"train.loss={loss}",
+            "--set", f"train.hybridize={str(hybridize).lower()}",
+            "--set", f"train.ctx={ctx}", "--out", str(out)]
     if _pk(loss):
         argv += ["--set", f"train.pk_k={PK_K}"]
     why = objective_refusal(loss, pk=_pk(loss))
@@ -56,4 +72,6 @@ def test_fr_train_trains_or_refuses_every_loss(loss, data_root, tmp_path, monkey
     steps = [r for r in records if r.get("event") == "train"]
     assert [r["iteration"] for r in steps] == [1, 2], records
     assert all(math.isfinite(r["loss"]) for r in steps), steps
-    assert records[0]["config"]["loss"] == loss
+    config = records[0]["config"]
+    assert config["loss"] == loss and config["hybridize"] is hybridize
+    assert len(config["ctx"]) == contexts, config["ctx"]
