@@ -5,12 +5,13 @@
     python scripts/section_times.py --cores 2 --json times.json
 
 Each notebook listed in ``_toc.yml`` is executed on its own with
-``FR_QUICK=1 taskset -c 0..N-1 jupyter nbconvert --execute``, through
-``scripts/stepped_kernel.py`` (its kernel client reads a reply it missed within half a second); the
-kernel inherits the CPU affinity, and fr_lib sizes its OpenMP pool from it, as
-on a machine with N cores. The executed copy goes to a temporary folder, never into
-``book/``. For each section the wall time, the exit status and the load average
-read just before it started are printed, then a Markdown table, slowest first,
+``FR_QUICK=1 taskset -c 0..N-1 jupyter nbconvert --execute``, run through
+``scripts/stepped_kernel.py`` (whose kernel client reads a reply it missed
+within half a second). The kernel inherits the CPU affinity, and fr_lib sizes
+its OpenMP pool from it, as on a machine with N cores. The executed copy goes
+to a temporary folder, never into ``book/``. For each section the wall time,
+the exit status and the load average read just before it started are printed,
+then a Markdown table, slowest first,
 with each section's budget (issue 14: 60 s on one idle core, loss-comparison
 120 s). The load average matters: on a shared machine another process competes
 for the pinned core and the wall time grows with it. The CPU time (user + system
@@ -60,9 +61,9 @@ def run_section(entry, cores, outdir, timeout, python_bin):
     folder, name = os.path.split(os.path.join(ROOT, entry + ".ipynb"))
     env = dict(os.environ, FR_QUICK="1")
     env.pop("OMP_NUM_THREADS", None)  # fr_lib sizes it from the affinity
-    # jupyter nbconvert, with the kernel client that cannot miss a reply
-    # (scripts/stepped_kernel.py)
-    cmd = [python_bin, os.path.join(ROOT, "scripts", "stepped_kernel.py"), "--to", "notebook", "--execute", name,
+    # jupyter nbconvert with scripts/stepped_kernel.py's kernel client
+    cmd = [python_bin, os.path.join(ROOT, "scripts", "stepped_kernel.py"),
+           "--to", "notebook", "--execute", name,
            "--output-dir", outdir, "--output", entry.replace("/", "__"),
            f"--ExecutePreprocessor.timeout={int(timeout)}"]
     if cores:

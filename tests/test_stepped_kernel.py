@@ -80,32 +80,33 @@ def test_manager_hands_out_stepped_shell_and_iopub_channels():
 
 
 def test_an_output_widget_notebook_runs_with_stepped_channels(tmp_path):
-    """A real kernel: a cell printing into an Output widget (nbclient answers
-    each print on the shell socket) executes, its prints land in the widget,
-    and the client it ran with has stepped channels."""
+    """A real kernel: benchmarks/nb_hang.py's notebook, one cell printing into
+    an Output widget (nbclient answers each print on the shell socket),
+    executes; its prints land in the widget; the client it ran with had
+    stepped shell and IOPub channels."""
+    import importlib.util
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("ipywidgets")
-    from jupyter_cache.executors.utils import single_nb_execution
-    from nbformat.v4 import new_code_cell, new_notebook
-    nb = new_notebook(cells=[new_code_cell(
-        "import ipywidgets as widgets\nfrom IPython.display import display\n"
-        "out = widgets.Output()\ndisplay(out)\nwith out:\n"
-        "    for j in range(5):\n        print(j)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    from nbclient import NotebookClient
+    spec = importlib.util.spec_from_file_location(
+        "nb_hang", os.path.join(ROOT, "benchmarks", "nb_hang.py"))
+    nb_hang = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nb_hang)
+    nb = nb_hang.make_notebook(cells=1, prints=5)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}},
+                            kernel_manager_class=sk.SteppedKernelManager)
     seen = []
-    result = single_nb_execution(
-        nb, cwd=str(tmp_path), timeout=120, allow_errors=False,
-        kernel_manager_class=sk.SteppedKernelManager,
-        on_cell_executed=lambda cell, cell_index, execute_reply: seen.append(
-            execute_reply["content"]["status"]))
-    assert result.err is None, result.exc_string
-    assert seen == ["ok"]
-    state = result.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
+    client.on_cell_executed = lambda cell, cell_index, execute_reply: seen.append(
+        (execute_reply["content"]["status"], type(client.kc.shell_channel),
+         type(client.kc.iopub_channel)))
+    client.execute()
+    assert seen == [("ok", sk.SteppedChannel, sk.SteppedChannel)] * 2
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
     outputs = [m["state"].get("outputs") for m in state["state"].values()
                if m["model_name"] == "OutputModel"]
     assert outputs and "".join(o["text"] for o in outputs[0]) == "0\n1\n2\n3\n4\n"
-    assert nbformat.validate(result.nb) is None
+    assert nbformat.validate(nb) is None
 
 
 def test_execute_book_runs_notebooks_with_the_stepped_manager(tmp_path, monkeypatch):
