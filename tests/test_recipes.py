@@ -143,3 +143,29 @@ def test_data_source_is_checked_before_the_run(override, message):
     recipe["train"]["pk_k"] = 2
     with pytest.raises(ValueError, match="'dali' does not draw P x K"):
         recipes.check_recipe(recipe)
+
+
+def test_a_short_run_with_the_default_warm_up_is_refused_before_anything_is_made(
+        tmp_path, monkeypatch, capsys):
+    """The usual smoke-test mistake: max_iters=2 with the recipe's 20 warm-up
+    iterations of a cosine schedule. fr-train names the options before it
+    renders any data; a warm-up inside the run, or a schedule that does not
+    decay, is accepted."""
+    from fr_lib.recipes import train_main
+    monkeypatch.setenv("FR_DATA_ROOT", str(tmp_path / "data"))
+    rc = train_main(["quick-synthetic", "--set", "train.max_iters=2",
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("fr-train: error: ") and "train.lr_mode: the 'cosine' " \
+        "schedule refuses max_iters=2, warmup_iters=20" in err[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+    for ok in (["train.max_iters=2", "train.warmup_iters=1"],
+               ["train.max_iters=2", "train.lr_mode=step"]):
+        recipe = recipes.load_recipe("quick-synthetic", overrides=ok, quick=True)
+        recipes.check_recipe(recipe)
+    recipe = recipes.load_recipe("quick-synthetic", quick=True,
+                                 overrides=["train.max_iters=20", "train.lr_mode=poly"])
+    with pytest.raises(ValueError, match="'poly' schedule refuses max_iters=20, "
+                                         "warmup_iters=20"):
+        recipes.check_recipe(recipe)

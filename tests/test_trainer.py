@@ -367,3 +367,15 @@ def test_plot_log_labels_do_not_overlap(tmp_path):
     lr_right = ax_lr.get_tightbbox(renderer).x1
     acc_left = axes[1].get_tightbbox(renderer).x0
     assert lr_right < acc_left, (lr_right, acc_left)
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_when_the_trainer_is_built(tmp_path):
+    """The schedule is built from the config by one function, for the trainer
+    and for fr-train's check; the error names the TrainConfig options."""
+    with pytest.raises(ValueError, match=r"lr_mode: the 'cosine' schedule refuses "
+                                         r"max_iters=4, warmup_iters=4: .*warmup_iters < "
+                                         r"max_iters"):
+        _trainer(tmp_path, max_iters=4, warmup_iters=4, lr_mode="cosine")
+    assert not (tmp_path / "log.jsonl").exists()
+    trainer = _trainer(tmp_path, max_iters=4, warmup_iters=2, lr_mode="cosine")
+    assert 0 < trainer.schedule(1) < trainer.schedule(2)    # warming up, then decaying

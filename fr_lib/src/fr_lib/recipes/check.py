@@ -112,7 +112,7 @@ def check_recipe(recipe):
     if cfg["loss_warmup_iters"]:
         lookup("warmup_loss", LOSSES, "warmup_loss_kwargs")
     # the loss contract (trainable? with this head?)
-    from ..train.trainer import loss_refusal, partial_fc_refusal
+    from ..train.trainer import loss_refusal, partial_fc_refusal, schedule_refusal
     head = str(cfg.get("head") or "auto").lower()
     for option in ("loss", "warmup_loss") if cfg["loss_warmup_iters"] else ("loss",):
         if cfg[option] in LOSSES:
@@ -160,6 +160,14 @@ def check_recipe(recipe):
     for name in ("lr", "wd"):
         if cfg[name] < 0:
             errors.append(f"train.{name}: must be >= 0, got {cfg[name]}")
+    said = ("train.max_iters:", "train.warmup_iters:", "train.lr:", "train.lr_mode:")
+    if str(cfg["lr_mode"]).lower() in SCHEDULES and not any(
+            e.startswith(said) for e in errors):
+        # the schedule's own rules (e.g. a decaying schedule warms up for fewer
+        # than max_iters iterations), checked by building it, as the trainer will
+        why = schedule_refusal(cfg)
+        if why:
+            errors.append(f"train.{why}")
     if str(cfg["engine"]).lower() not in ("auto", "native", "mxnet"):
         errors.append(f"train.engine: expected 'auto', 'native' or 'mxnet', got "
                       f"{cfg['engine']!r}")

@@ -102,7 +102,7 @@ from ...data.recordio import RecordBatches  # noqa: F401
 from .config import (RENAMED_OPTIONS, TrainConfig, TrainResult,  # noqa: F401
                      renamed_options)
 from .build import (NO_WD_SUFFIXES, exclude_from_weight_decay,  # noqa: F401
-                    loss_refusal, partial_fc_refusal)
+                    loss_refusal, partial_fc_refusal, schedule_refusal)
 from .guard import NonFiniteError  # noqa: F401
 from .face_trainer import FaceTrainer  # noqa: F401
 from .entry import train  # noqa: F401

@@ -19,6 +19,7 @@ from ...model_zoo import NativeTrainingView, native_training_support
 from ...native.backend import check_engine, to_native
 from ...utils.checks import check_int
 from ..objective import Objective, objective_refusal
+from ..schedule import make_schedule
 
 __all__ = ["loss_refusal", "partial_fc_refusal", "exclude_from_weight_decay",
            "NO_WD_SUFFIXES"]
@@ -46,8 +47,7 @@ def partial_fc_refusal(config, distributed=False):
     :class:`~fr_lib.train.trainer.TrainConfig` or its dict) cannot train with ``head='partial_fc'``, a sentence, or ``None`` (the
     loss itself is judged by :func:`loss_refusal`); ``distributed``: more
     than one worker process."""
-    get = config.get if isinstance(config, dict) else \
-        (lambda key, default=None: getattr(config, key, default))
+    get = _getter(config)
     rate = get("sample_rate")
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
             not 0.0 < rate <= 1.0:
@@ -73,6 +73,39 @@ def partial_fc_refusal(config, distributed=False):
     return None
 
 
+def _getter(config):
+    return config.get if isinstance(config, dict) else \
+        (lambda key, default=None: getattr(config, key, default))
+
+
+def make_config_schedule(config):
+    """The learning-rate schedule ``config`` (a
+    :class:`~fr_lib.train.trainer.TrainConfig` or its dict) asks for: its
+    ``lr_mode`` over ``max_iters`` iterations, ``warmup_iters`` of them warm-up
+    (:func:`fr_lib.train.schedule.make_schedule`)."""
+    get = _getter(config)
+    return make_schedule(
+        get("lr_mode"), get("lr"), max_update=get("max_iters"),
+        warmup_steps=get("warmup_iters"), warmup_begin_lr=get("warmup_begin_lr"),
+        steps=get("lr_steps"), factor=get("lr_factor"), power=get("lr_power"),
+        final_lr=get("final_lr"))
+
+
+def schedule_refusal(config):
+    """Why ``config``'s schedule options cannot make a schedule, a sentence
+    that starts with ``lr_mode``, or ``None``. A short run with the default
+    warm-up is the usual case: ``max_iters=2`` with ``warmup_iters=20``."""
+    get = _getter(config)
+    try:
+        make_config_schedule(config)
+    except (TypeError, ValueError) as err:
+        return (f"lr_mode: the {get('lr_mode')!r} schedule refuses max_iters="
+                f"{get('max_iters')}, warmup_iters={get('warmup_iters')}: {err} "
+                "(max_update is max_iters, warmup_steps is warmup_iters; a decaying "
+                "schedule needs warmup_iters < max_iters)")
+    return None
+
+
 def check_config(cfg, prebuilt_objective=False):
     """Refuse the values of ``cfg`` that no trainer can run with (ValueError)."""
     for name in ("max_iters", "batch_size"):
@@ -82,6 +115,9 @@ def check_config(cfg, prebuilt_objective=False):
     check_int("log_every", cfg.log_every, 1)
     check_int("max_bad_steps", cfg.max_bad_steps, 1)
     check_int("seed", cfg.seed, 0)
+    why = schedule_refusal(cfg)
+    if why is not None:
+        raise ValueError(why)
     if cfg.fresh and cfg.resume:
         raise ValueError(f"fresh=True (start a new run, moving the old one aside) "
                          f"and resume={cfg.resume!r} (continue it) contradict each "

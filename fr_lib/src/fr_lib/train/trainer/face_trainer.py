@@ -9,9 +9,8 @@ from mxnet import gluon
 
 from ...model_zoo import get_model
 from ..callbacks import ProgressBar, Verification
-from ..schedule import make_schedule
 from ...utils.deprecation import renamed_attribute
-from .build import (build_objectives, check_config, choose_engine,
+from .build import (build_objectives, check_config, choose_engine, make_config_schedule,
                     exclude_from_weight_decay, init_amp, initialize,
                     make_gluon_trainer, make_step_nets, setup_devices)
 from .config import TrainConfig, TrainResult
@@ -157,10 +156,7 @@ class FaceTrainer(StepMixin, CheckpointMixin):
         if self.head is not None:
             self.params.update(self.head.collect_params())
         self.no_wd_params = exclude_from_weight_decay(self.params) if cfg.no_wd else []
-        self.schedule = make_schedule(
-            cfg.lr_mode, cfg.lr, max_update=cfg.max_iters, warmup_steps=cfg.warmup_iters,
-            warmup_begin_lr=cfg.warmup_begin_lr, steps=cfg.lr_steps,
-            factor=cfg.lr_factor, power=cfg.lr_power, final_lr=cfg.final_lr)
+        self.schedule = make_config_schedule(cfg)
         self.trainer, self._need_broadcast = make_gluon_trainer(
             self.params, cfg, self.schedule(0), devices, self._amp)
         self.guard = StepGuard(self.params, self.ctx, self.trainer, self.objective)
