@@ -169,3 +169,41 @@ def test_a_short_run_with_the_default_warm_up_is_refused_before_anything_is_made
     with pytest.raises(ValueError, match="'poly' schedule refuses max_iters=20, "
                                          "warmup_iters=20"):
         recipes.check_recipe(recipe)
+
+
+def test_dry_run_prints_the_settings_then_the_problems_of_this_machine(tmp_path,
+                                                                        monkeypatch):
+    """A recipe for 8 GPUs checked on a machine without them (or its data):
+    the resolved settings on stdout, the problems on stderr, exit 2; a recipe
+    this machine can run: exit 0 and no stderr."""
+    env = dict(os.environ, FR_DATA_ROOT=str(tmp_path / "data"))
+    cmd = [sys.executable, "-m", "fr_lib.recipes", "--dry-run", "--full"]
+    out = subprocess.run(cmd + ["emore-mobilefacenet-arcface",
+                                "--set", "train.num_gpus=99"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out
+    assert "  batch_size: 1760\n" in out.stdout and "  num_gpus: 99\n" in out.stdout
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fr-train: error: ") and \
+        "train.num_gpus: asked for 99 GPU(s)" in err[0] and "train.data: " in err[0]
+    assert not (tmp_path / "data").exists()
+    out = subprocess.run(cmd + ["quick-synthetic"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and out.stderr == "" and "max_iters: 400" in out.stdout
+
+
+def test_a_gpu_context_this_machine_cannot_use_is_refused_up_front(tmp_path,
+                                                                   monkeypatch):
+    """train.ctx=['gpu(0)'] used to fail with MXNet's bare 'GPU is not
+    enabled' after the synthetic data had been rendered."""
+    from fr_lib.utils.device import list_gpus
+    if list_gpus():
+        pytest.skip("this machine has a usable GPU")
+    recipe = recipes.load_recipe("quick-synthetic", quick=True,
+                                 overrides=["train.ctx=['gpu(0)']"])
+    with pytest.raises(ValueError, match=r"train.ctx: \['gpu\(0\)'\] cannot be used "
+                                         r"here: usable GPUs \[\]"):
+        recipes.check_recipe(recipe)
+    recipe = recipes.load_recipe("quick-synthetic", quick=True,
+                                 overrides=["train.ctx=['cpu(0)', 'cpu(1)']"])
+    recipes.check_recipe(recipe)

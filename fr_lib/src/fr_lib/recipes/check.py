@@ -183,6 +183,16 @@ def check_recipe(recipe):
     for c in contexts:
         if not ctx_re.fullmatch(c):
             errors.append(f"train.ctx: bad context {c!r}; use 'cpu(0)' or 'gpu(1)'")
+    asked = [c for c in contexts if ctx_re.fullmatch(c) and c.startswith("gpu")]
+    if asked and kv != "horovod":   # horovod gives each process its own GPU
+        from ..utils.device import list_gpus
+        usable = [str(g) for g in list_gpus()]
+        missing = [c for c in asked if c not in usable]
+        if missing:
+            errors.append(f"train.ctx: {missing} cannot be used here: usable GPUs "
+                          f"{usable} (a CPU-only MXNet, no CUDA device, or a GPU "
+                          "MXNet's kernels do not run on); use ['cpu(0)'] or see the "
+                          "install chapter")
     if not contexts and kv != "horovod" and cfg["num_cpus"] >= 1:
         import logging
         from ..utils.device import get_devices

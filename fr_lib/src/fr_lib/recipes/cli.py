@@ -76,9 +76,10 @@ def train_main(argv=None):
                       help="ignore the quick section even if FR_QUICK=1")
     parser.add_argument("--list", action="store_true", help="list shipped recipes")
     parser.add_argument("--dry-run", action="store_true",
-                        help="check the recipe as the run would (types, unknown keys, "
-                             "model/loss names and arguments, files that must exist), "
-                             "print it resolved and stop")
+                        help="print the recipe resolved, check it as the run would "
+                             "(types, unknown keys, model/loss names and arguments, "
+                             "devices, files that must exist) and stop: exit 0, or "
+                             "the problems on stderr and exit 2")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.list:
@@ -96,13 +97,20 @@ def train_main(argv=None):
         recipe["train"]["fresh"] = True
     try:
         check_recipe(recipe)
+        problem = None
     except ValueError as e:
-        raise ValueError(f"{recipe['path']}: {e}") from None
+        problem = ValueError(f"{recipe['path']}: {e}")
+    if problem is not None and not args.dry_run:
+        raise problem
     if isinstance(recipe["train"].get("resume"), str):
         recipe["train"]["resume"] = _resolve_resume(recipe["train"])
     if args.dry_run:
+        # the settings first, also where this machine could not run them (a
+        # recipe for 8 GPUs checked on a laptop); then its problems, exit 2
         print(yaml.safe_dump({k: recipe[k] for k in ("synthetic", "train")},
-                             sort_keys=False, allow_unicode=True))
+                             sort_keys=False, allow_unicode=True), flush=True)
+        if problem is not None:
+            raise problem
         return 0
     prepare_data(recipe)
     from ..train.trainer import train
